@@ -1,0 +1,110 @@
+"""``ActivityHandle``: the caller's view of one execution (API.md).
+
+The handle wraps a ``concurrent.futures.Future`` that the supervisor settles directly (no relay
+thread), so it can be awaited from asyncio and waited on from plain threads alike. Results stay
+pickled bytes until the caller asks for them, which keeps decoding off the supervisor's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any, Callable, Generator, Generic, Optional, TypeVar
+
+from . import _serde
+
+__all__ = ["ActivityHandle"]
+
+T = TypeVar("T")
+_UNSET = object()
+
+
+class ActivityHandle(Generic[T]):
+    """A started execution. Do not construct directly: use ``ActorSystem.start_activity``."""
+
+    def __init__(
+        self,
+        activity_id: str,
+        activity_type: str,
+        future: concurrent.futures.Future,
+        request_cancel: Callable[[], None],
+    ) -> None:
+        self._activity_id = activity_id
+        self._activity_type = activity_type
+        self._future = future
+        self._request_cancel = request_cancel
+        self._value: Any = _UNSET
+
+    @property
+    def activity_id(self) -> str:
+        return self._activity_id
+
+    @property
+    def activity_type(self) -> str:
+        return self._activity_type
+
+    def done(self) -> bool:
+        """True once the execution's outcome is known to the caller."""
+        return self._future.done()
+
+    def cancel(self) -> bool:
+        """Request cancellation per the handle's cancellation type (R59-R63, R93).
+
+        Returns False if the handle was already resolved (the request then does nothing).
+        """
+        if self._future.done():
+            return False
+        self._request_cancel()
+        return True
+
+    def result(self, timeout: Optional[float] = None) -> T:
+        """Block until the execution ends; return its result or raise its ``ActivityError``.
+
+        Raises the builtin ``TimeoutError`` if ``timeout`` seconds pass first, as
+        ``concurrent.futures.Future.result`` does.
+        """
+        data = self._future.result(timeout)
+        return self._decode(data)
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        """Block until the execution ends; return its ``ActivityError``, or None on success."""
+        return self._future.exception(timeout)
+
+    def _decode(self, data: bytes) -> T:
+        if self._value is _UNSET:
+            self._value = _serde.loads(data)
+        return self._value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> T:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+
+        def transfer(source: concurrent.futures.Future) -> None:
+            def settle() -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:
+                pass  # the awaiting loop has closed
+
+        self._future.add_done_callback(transfer)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            # Cancelling the task that awaits a handle requests cancellation (API.md, R59).
+            if not self._future.done():
+                self._request_cancel()
+            raise
+        error = self._future.exception()
+        if error is not None:
+            raise error
+        return self._decode(self._future.result())
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<ActivityHandle {self._activity_type!r} id={self._activity_id!r} {state}>"

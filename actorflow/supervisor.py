@@ -1,0 +1,324 @@
+"""Supervisor actors: each hosts many executions and carries out their machines' commands.
+
+A fixed number of ``SupervisorActor``s (pykka actors, one thread each) share the executions by
+``exec_id % shards``; there is never an actor per execution (STYLE.md pitfall 1). Every decision is
+the ``ExecutionStateMachine``'s; a handler here unpacks a message, feeds the machine an event with
+the clock's ``now`` and executes the commands it returns (STYLE.md 2.4). Timer commands produced
+while handling one message are sent to the timer actor as one batch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import pykka
+
+from . import _serde
+from ._execution import (
+    AttemptCompleted,
+    AttemptFailed,
+    AttemptRetrying,
+    AttemptStarted,
+    CancelRequested,
+    CancelTimer,
+    DeliverCancel,
+    DispatchAttempt,
+    ExecutionStateMachine,
+    ForceClose,
+    HeartbeatReceived,
+    RejectCaller,
+    ResolveCaller,
+    Schedule,
+    ShutdownRequested,
+    StartTimer,
+    State,
+    StopAttempt,
+    TimerFired,
+    TimerKind,
+    WithdrawAttempt,
+)
+from ._messages import (
+    COMPLETED,
+    FAILED,
+    HEARTBEAT,
+    RUN,
+    BeginShutdown,
+    CancelExecution,
+    ForceCloseAll,
+    NewExecution,
+    PoolBroken,
+    TimersFired,
+    WorkerReports,
+)
+from .clock import Clock
+from .common import RetryPolicy
+from .exceptions import ActivityError, ApplicationError, InternalError, RetryState
+from .timer import TimerBatch
+
+__all__ = ["SupervisorActor", "ExecutionRecord", "KILL"]
+
+log = logging.getLogger(__name__)
+
+KILL = 0  # timer kind of the stop_grace kill deadline (D2); not a machine timer
+
+
+@dataclass
+class ExecutionRecord:
+    """Everything the supervisor keeps for one execution besides its machine."""
+
+    exec_id: int
+    shard: int
+    machine: ExecutionStateMachine
+    future: concurrent.futures.Future
+    fn_name: str
+    fn_bytes: Optional[bytes]
+    args_bytes: bytes
+    task_queue: str
+    heartbeat_timeout: Optional[timedelta]
+    schedule_to_close_timeout: Optional[timedelta]
+    start_to_close_timeout: Optional[timedelta]
+    retry_policy: RetryPolicy
+    throttle: float
+    details_bytes: Optional[bytes] = None
+    history: List[Tuple[float, str, Dict[str, Any]]] = field(default_factory=list)
+
+
+class SupervisorActor(pykka.ThreadingActor):
+    """Hosts executions. Every method here runs on this supervisor's actor thread."""
+
+    use_daemon_thread = True
+
+    def __init__(self, index: int, pool: Any, timer: pykka.ActorRef, clock: Clock, stop_grace: float) -> None:
+        super().__init__()
+        self._index = index
+        self._pool = pool
+        self._timer = timer
+        self._clock = clock
+        self._stop_grace = stop_grace
+        self._records: Dict[int, ExecutionRecord] = {}
+        self._timer_ops: Dict[Any, Optional[Tuple[float, int]]] = {}
+        self._handlers = {
+            NewExecution: self._on_new,
+            CancelExecution: self._on_cancel,
+            WorkerReports: self._on_reports,
+            TimersFired: self._on_timers,
+            BeginShutdown: self._on_begin_shutdown,
+            ForceCloseAll: self._on_force_close,
+            PoolBroken: self._on_pool_broken,
+        }
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "statistics":
+            return self._statistics()
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise TypeError(f"SupervisorActor cannot handle {message!r}")
+        handler(message)
+        self._flush_timers()
+        return None
+
+    def _on_new(self, message: NewExecution) -> None:
+        record = message.record
+        self._records[record.exec_id] = record
+        self._feed(record, Schedule(), self._clock.now())
+
+    def _on_cancel(self, message: CancelExecution) -> None:
+        record = self._records.get(message.exec_id)
+        if record is not None:
+            self._feed(record, CancelRequested(), self._clock.now())
+
+    def _on_reports(self, message: WorkerReports) -> None:
+        for exec_id, attempt, worker, started_at in message.dispatches:
+            self._send_reserved(exec_id, attempt, worker, started_at)
+        now = self._clock.now()
+        for report in message.reports:
+            record = self._records.get(report[1])
+            if record is not None:
+                self._feed(record, self._report_event(record, report), now)
+
+    def _on_timers(self, message: TimersFired) -> None:
+        for (exec_id, kind, attempt), deadline in message.fired:
+            if kind == KILL:
+                self._pool.kill_if_running((exec_id, attempt))
+                continue
+            record = self._records.get(exec_id)
+            if record is not None:
+                # Fed at the deadline itself, so decisions do not drift with firing lateness.
+                self._feed(record, TimerFired(TimerKind(kind), attempt), deadline)
+
+    def _on_begin_shutdown(self, message: BeginShutdown) -> None:
+        now = self._clock.now()
+        for record in list(self._records.values()):
+            self._feed(record, ShutdownRequested(), now)
+
+    def _on_force_close(self, message: ForceCloseAll) -> None:
+        now = self._clock.now()
+        for record in list(self._records.values()):
+            self._feed(record, ForceClose(), now)
+
+    def _on_pool_broken(self, message: PoolBroken) -> None:
+        for record in list(self._records.values()):
+            failure = ApplicationError(message.reason, type="WorkerPoolBroken", non_retryable=True)
+            self._abort(record, failure, RetryState.INTERNAL_SERVER_ERROR)
+
+    # -- feeding the machine ----------------------------------------------------------------
+
+    def _feed(self, record: ExecutionRecord, event: Any, now: float) -> None:
+        """Hand ``event`` to the record's machine and carry out the commands, in order.
+
+        Events that the commands themselves produce (an attempt that got a slot at once) are fed
+        after the current command list is done, so command order is never interleaved.
+        """
+        pending: Deque[Tuple[Any, float]] = deque([(event, now)])
+        try:
+            while pending:
+                ev, at = pending.popleft()
+                for command in record.machine.handle(ev, at):
+                    follow_up = self._execute(record, command, at)
+                    if follow_up is not None:
+                        pending.append(follow_up)
+        except Exception as exc:  # noqa: BLE001 - STYLE.md 2.11: one execution fails, not the actor
+            log.error("internal error in execution %s", record.exec_id, exc_info=True)
+            self._abort(record, InternalError(f"actorflow bug, please report it: {exc!r}"),
+                        RetryState.INTERNAL_SERVER_ERROR)
+            return
+        if record.machine.closed:
+            self._records.pop(record.exec_id, None)
+
+    def _execute(self, record: ExecutionRecord, command: Any, now: float) -> Optional[Tuple[Any, float]]:
+        kind = type(command)
+        if kind is StartTimer:
+            self._timer_ops[(record.exec_id, int(command.kind), command.attempt)] = (
+                command.deadline, int(command.kind))
+        elif kind is CancelTimer:
+            self._timer_ops[(record.exec_id, int(command.kind), command.attempt)] = None
+        elif kind is DispatchAttempt:
+            return self._dispatch(record, command.attempt)
+        elif kind is ResolveCaller:
+            _settle(record.future, result=command.result)
+        elif kind is RejectCaller:
+            _settle(record.future, error=command.error)
+        elif kind is StopAttempt:
+            key = (record.exec_id, command.attempt)
+            reason = "shutdown" if record.machine.shutting_down else "timeout"
+            self._pool.cancel_running(key, reason)
+            self._timer_ops[(record.exec_id, KILL, command.attempt)] = (now + self._stop_grace, KILL)
+        elif kind is DeliverCancel:
+            self._pool.cancel_running((record.exec_id, command.attempt), "requested")
+        elif kind is WithdrawAttempt:
+            self._pool.withdraw((record.exec_id, command.attempt))
+        elif kind is AttemptRetrying:
+            log.info("activity %s attempt %d failed (%s); retrying in %.3g s",
+                     record.machine.config.activity_id, command.attempt, command.failure, command.interval)
+        else:
+            raise TypeError(f"SupervisorActor cannot execute {command!r}")
+        return None
+
+    def _dispatch(self, record: ExecutionRecord, attempt: int) -> Optional[Tuple[Any, float]]:
+        reservation = self._pool.submit((record.exec_id, attempt), record.shard)
+        if reservation is None:
+            return None  # queued: a WorkerReports dispatch will bring it back
+        worker, started_at = reservation
+        if not self._pool.send_run(worker, (record.exec_id, attempt), self._run_message(record, attempt, started_at)):
+            return self._dispatch(record, attempt)
+        return AttemptStarted(attempt), started_at
+
+    def _send_reserved(self, exec_id: int, attempt: int, worker: Any, started_at: float) -> None:
+        """A queued attempt got a slot on ``worker``: send it, unless it is no longer wanted."""
+        key = (exec_id, attempt)
+        record = self._records.get(exec_id)
+        machine = record.machine if record is not None else None
+        if machine is None or machine.state is not State.QUEUED or machine.attempt != attempt:
+            self._pool.release(key)
+            return
+        if self._pool.send_run(worker, key, self._run_message(record, attempt, started_at)):
+            self._feed(record, AttemptStarted(attempt), started_at)
+        else:
+            follow_up = self._dispatch(record, attempt)
+            if follow_up is not None:
+                self._feed(record, *follow_up)
+
+    def _run_message(self, record: ExecutionRecord, attempt: int, started_at: float) -> tuple:
+        machine = record.machine
+        to_dt = self._clock.to_datetime
+        info_fields = (
+            machine.config.activity_id,
+            machine.config.activity_type,
+            attempt,
+            to_dt(machine.scheduled_time),
+            to_dt(machine.attempt_scheduled_time),
+            to_dt(started_at),
+            record.details_bytes,
+            record.heartbeat_timeout,
+            record.schedule_to_close_timeout,
+            record.start_to_close_timeout,
+            record.task_queue,
+            record.retry_policy,
+        )
+        return (RUN, record.exec_id, attempt, record.fn_name, record.fn_bytes, record.args_bytes,
+                info_fields, record.throttle)
+
+    def _report_event(self, record: ExecutionRecord, report: tuple) -> Any:
+        tag, _, attempt = report[0], report[1], report[2]
+        if tag == COMPLETED:
+            return AttemptCompleted(attempt, report[3])
+        if tag == HEARTBEAT:
+            return HeartbeatReceived(attempt, self._details(record, attempt, report[3]))
+        if tag == FAILED:
+            details = None if report[4] is None else self._details(record, attempt, report[4])
+            return AttemptFailed(attempt, _serde.failure_from_data(report[3]), details)
+        raise TypeError(f"unknown worker report {report!r}")
+
+    def _details(self, record: ExecutionRecord, attempt: int, data: bytes) -> Tuple[Any, ...]:
+        """Decode heartbeat details; keep the bytes for the next attempt's info() (R54)."""
+        details = tuple(_serde.loads(data))
+        if record.machine.state is State.RUNNING and record.machine.attempt == attempt:
+            record.details_bytes = data if details else None
+        return details
+
+    def _abort(self, record: ExecutionRecord, failure: BaseException, state: RetryState) -> None:
+        error = ActivityError("Activity task failed", activity_type=record.machine.config.activity_type,
+                              activity_id=record.machine.config.activity_id, retry_state=state)
+        error.__cause__ = failure
+        _settle(record.future, error=error)
+        self._records.pop(record.exec_id, None)
+
+    def _flush_timers(self) -> None:
+        if not self._timer_ops:
+            return
+        ops, self._timer_ops = self._timer_ops, {}
+        adds = [(key, op[0], op[1]) for key, op in ops.items() if op is not None]
+        cancels = [key for key, op in ops.items() if op is None]
+        self._timer.tell(TimerBatch(adds, cancels))
+
+    def _statistics(self) -> Dict[str, int]:
+        counts = {"pending": 0, "running": 0, "retrying": 0}
+        for record in self._records.values():
+            state = record.machine.state
+            if state is State.QUEUED:
+                counts["pending"] += 1
+            elif state is State.RUNNING:
+                counts["running"] += 1
+            elif state is State.BACKOFF:
+                counts["retrying"] += 1
+        return counts
+
+
+def _settle(future: concurrent.futures.Future, *, result: Any = None, error: Optional[BaseException] = None) -> None:
+    """Resolve a caller's future exactly once (R5)."""
+    if future.done():
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass

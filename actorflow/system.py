@@ -1,0 +1,548 @@
+"""``ActorSystem``: starts and stops the actor tree and validates every start request.
+
+Start order: timer actor, supervisor actors, worker pool (processes + reader thread). Shutdown
+runs in reverse, after D6's sequence: stop accepting work, give running attempts
+``graceful_shutdown_timeout``, cancel them, wait ``stop_grace``, kill what is left, and resolve
+every handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextvars
+import itertools
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import pykka
+
+from . import _serde
+from ._execution import ExecutionConfig, ExecutionStateMachine
+from ._messages import BeginShutdown, CancelExecution, ForceCloseAll, NewExecution, PoolBroken, TimersFired, WorkerReports
+from ._retry import EffectivePolicy
+from .activity import _definition_of
+from .clock import Clock, SystemClock
+from .common import ActivityCancellationType, RetryPolicy
+from .exceptions import WorkerPoolBrokenError
+from .handle import ActivityHandle
+from .supervisor import ExecutionRecord, SupervisorActor
+from .timer import TimerActor
+from .worker import WorkerPool
+
+__all__ = ["ActorSystem", "SystemStatistics"]
+
+log = logging.getLogger(__name__)
+
+_NO_ARG = object()
+_current_system: contextvars.ContextVar[Optional["ActorSystem"]] = contextvars.ContextVar(
+    "actorflow_current_system", default=None
+)
+_running_systems: "weakref.WeakSet[ActorSystem]" = weakref.WeakSet()
+
+DEFAULT_MAX_CONCURRENT_ACTIVITIES = 100
+"""Attempts one worker runs at once. Temporal's worker default; async activities cost little
+each, and a sync activity only gets a thread when it runs. Lower it for CPU-bound sync work."""
+
+
+@dataclass(frozen=True)
+class SystemStatistics:
+    """A snapshot of the system (``ActorSystem.statistics()``)."""
+
+    pending: int
+    running: int
+    retrying: int
+    queued_attempts: int
+    running_attempts: int
+    workers: int
+    worker_restarts: int
+    pending_timers: int
+
+
+class ActorSystem:
+    """An embedded runtime that runs activities in worker processes with Temporal's semantics.
+
+    Usable as ``with``, ``async with``, or ``start()`` / ``shutdown()``. See API.md for options.
+    """
+
+    def __init__(
+        self,
+        activities: Iterable[Callable[..., Any]] = (),
+        *,
+        workers: Optional[int] = None,
+        max_concurrent_activities: Optional[int] = None,
+        default_heartbeat_throttle_interval: timedelta = timedelta(seconds=30),
+        max_heartbeat_throttle_interval: timedelta = timedelta(seconds=60),
+        graceful_shutdown_timeout: timedelta = timedelta(0),
+        stop_grace: timedelta = timedelta(seconds=5),
+        max_restarts: int = 10,
+        restart_period: timedelta = timedelta(seconds=10),
+        task_queue: str = "default",
+        clock: Optional[Clock] = None,
+        supervisors: int = 2,
+        startup_timeout: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self._workers = _positive_int("workers", workers if workers is not None else (os.cpu_count() or 1))
+        self._max_concurrent = _positive_int(
+            "max_concurrent_activities",
+            max_concurrent_activities if max_concurrent_activities is not None else DEFAULT_MAX_CONCURRENT_ACTIVITIES,
+        )
+        self._shards = _positive_int("supervisors", supervisors)
+        self._default_throttle = _duration("default_heartbeat_throttle_interval", default_heartbeat_throttle_interval)
+        self._max_throttle = _duration("max_heartbeat_throttle_interval", max_heartbeat_throttle_interval)
+        self._graceful = _duration("graceful_shutdown_timeout", graceful_shutdown_timeout, allow_zero=True)
+        self._stop_grace = _duration("stop_grace", stop_grace, allow_zero=True)
+        self._max_restarts = _non_negative_int("max_restarts", max_restarts)
+        self._restart_period = _duration("restart_period", restart_period)
+        self._startup_timeout = _duration("startup_timeout", startup_timeout)
+        if not isinstance(task_queue, str) or not task_queue:
+            raise ValueError(f"task_queue must be a non-empty string, got {task_queue!r}")
+        self._task_queue = task_queue
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must implement actorflow.clock.Clock (now, deadline_to_sleep_time, ...), got {clock!r}")
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._registry: Dict[str, Callable[..., Any]] = {}
+        self._registry_bytes: Dict[str, bytes] = {}
+        for fn in activities:
+            self._register(fn)
+        self._by_value_cache: "weakref.WeakKeyDictionary[Any, bytes]" = weakref.WeakKeyDictionary()
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._state = "new"  # new -> running -> stopping -> stopped
+        self._broken: Optional[str] = None
+        self._timer: Optional[pykka.ActorRef] = None
+        self._supervisors: List[pykka.ActorRef] = []
+        self._pool: Optional[WorkerPool] = None
+        self._context_tokens: List[contextvars.Token] = []
+
+    # -- registration -----------------------------------------------------------------------
+
+    def _register(self, fn: Callable[..., Any]) -> None:
+        definition = _definition_of(fn)
+        if definition is None:
+            raise TypeError(
+                f"{fn!r} is not an activity: decorate it with @activity.defn before passing it to ActorSystem"
+            )
+        if definition.name in self._registry and self._registry[definition.name] is not fn:
+            raise ValueError(f"More than one activity named {definition.name!r}: give one of them @activity.defn(name=...)")
+        try:
+            self._registry_bytes[definition.name] = _serde.dumps(fn)
+        except Exception as exc:
+            raise TypeError(f"activity {definition.name!r} cannot be pickled for the worker processes: {exc}") from exc
+        self._registry[definition.name] = fn
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> "ActorSystem":
+        """Start the timer, the supervisors and the worker processes; wait until workers are up."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError(f"ActorSystem.start(): the system is already {self._state}; create a new ActorSystem")
+            self._state = "running"
+        try:
+            self._timer = TimerActor.start(self._clock, self._deliver_timers)
+            self._pool = WorkerPool(
+                size=self._workers,
+                max_concurrent=self._max_concurrent,
+                registry=self._registry_bytes,
+                clock=self._clock,
+                shards=self._shards,
+                route=self._route_reports,
+                max_restarts=self._max_restarts,
+                restart_period=self._restart_period.total_seconds(),
+                on_broken=self._pool_broken,
+            )
+            self._supervisors = [
+                SupervisorActor.start(i, self._pool, self._timer, self._clock, self._stop_grace.total_seconds())
+                for i in range(self._shards)
+            ]
+            self._pool.start(self._startup_timeout.total_seconds())
+        except BaseException:
+            self._teardown()
+            with self._lock:
+                self._state = "stopped"
+            raise
+        _running_systems.add(self)
+        atexit.register(self.shutdown)
+        return self
+
+    def shutdown(self) -> None:
+        """Shut down as D6 says; every handle is resolved when this returns. Idempotent."""
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "stopping"
+        try:
+            atexit.unregister(self.shutdown)
+            self._tell_all(BeginShutdown())
+            self._barrier()
+            pool = self._pool
+            if not pool.wait_idle(self._graceful.total_seconds()):
+                pool.cancel_all_running("shutdown")  # R84
+                if not pool.wait_idle(self._stop_grace.total_seconds()):
+                    self._tell_all(ForceCloseAll())
+                    self._barrier()
+                    pool.kill_all()
+            self._tell_all(ForceCloseAll())
+            self._barrier()
+        finally:
+            self._teardown()
+            _running_systems.discard(self)
+            with self._lock:
+                self._state = "stopped"
+
+    def _teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        for ref in self._supervisors:
+            ref.stop(block=True, timeout=10)
+        if self._timer is not None:
+            self._timer.stop(block=True, timeout=10)
+
+    def _barrier(self) -> None:
+        """Wait until every supervisor has handled what was told to it before."""
+        for ref in self._supervisors:
+            ref.ask("statistics", timeout=30)
+
+    def __enter__(self) -> "ActorSystem":
+        self.start()
+        self._context_tokens.append(_current_system.set(self))
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self.shutdown()
+        finally:
+            if self._context_tokens:
+                _reset_quietly(self._context_tokens.pop())
+
+    async def __aenter__(self) -> "ActorSystem":
+        await _in_thread(self.start)
+        self._context_tokens.append(_current_system.set(self))
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await _in_thread(self.shutdown)
+        finally:
+            if self._context_tokens:
+                _reset_quietly(self._context_tokens.pop())
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    # -- starting activities ----------------------------------------------------------------
+
+    def start_activity(
+        self,
+        activity: Union[Callable[..., Any], str],
+        arg: Any = _NO_ARG,
+        *,
+        args: Sequence[Any] = (),
+        activity_id: Optional[str] = None,
+        task_queue: Optional[str] = None,
+        schedule_to_close_timeout: Optional[timedelta] = None,
+        schedule_to_start_timeout: Optional[timedelta] = None,
+        start_to_close_timeout: Optional[timedelta] = None,
+        heartbeat_timeout: Optional[timedelta] = None,
+        retry_policy: Optional[RetryPolicy] = None,
+        cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    ) -> ActivityHandle:
+        """Validate everything, then schedule the execution; returns its handle at once (R87)."""
+        name, fn_bytes = self._resolve_activity(activity)
+        call_args = _call_args(arg, args)
+        s2c = _optional_timeout("schedule_to_close_timeout", schedule_to_close_timeout)
+        s2s = _optional_timeout("schedule_to_start_timeout", schedule_to_start_timeout)
+        stc = _optional_timeout("start_to_close_timeout", start_to_close_timeout)
+        hb = _optional_timeout("heartbeat_timeout", heartbeat_timeout)
+        s2c, s2s, stc, hb = _normalise(s2c, s2s, stc, hb)
+        policy = _effective_policy(retry_policy)
+        if not isinstance(cancellation_type, int) or cancellation_type not in (0, 1, 2):
+            raise ValueError(
+                f"cancellation_type must be an ActivityCancellationType (TRY_CANCEL, "
+                f"WAIT_CANCELLATION_COMPLETED or ABANDON), got {cancellation_type!r}"
+            )
+        if task_queue is not None and task_queue != self._task_queue:
+            raise ValueError(
+                f"task_queue {task_queue!r} is not this system's queue {self._task_queue!r}; "
+                "omit task_queue (one queue per ActorSystem)"
+            )
+        if activity_id is not None and (not isinstance(activity_id, str) or not activity_id):
+            raise TypeError(f"activity_id must be a non-empty string, got {activity_id!r}")
+        try:
+            args_bytes = _serde.dumps(call_args)
+        except Exception as exc:
+            raise TypeError(f"the arguments of activity {name!r} cannot be pickled: {exc}") from exc
+        throttle = min(hb.total_seconds() * 0.8 if hb else self._default_throttle.total_seconds(),
+                       self._max_throttle.total_seconds())  # R49
+        with self._lock:
+            self._check_running()
+            exec_id = next(self._ids)
+            config = ExecutionConfig(
+                activity_id=activity_id if activity_id is not None else str(exec_id),
+                activity_type=name,
+                start_to_close=stc.total_seconds(),
+                schedule_to_close=s2c.total_seconds() if s2c else None,
+                schedule_to_start=s2s.total_seconds() if s2s else None,
+                heartbeat=hb.total_seconds() if hb else None,
+                policy=policy[0],
+                cancellation_type=int(cancellation_type),
+            )
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            shard = exec_id % self._shards
+            record = ExecutionRecord(
+                exec_id=exec_id,
+                shard=shard,
+                machine=ExecutionStateMachine(config),
+                future=future,
+                fn_name=name,
+                fn_bytes=fn_bytes,
+                args_bytes=args_bytes,
+                task_queue=self._task_queue,
+                heartbeat_timeout=hb,
+                schedule_to_close_timeout=s2c,
+                start_to_close_timeout=stc,
+                retry_policy=policy[1],
+                throttle=throttle,
+            )
+            supervisor = self._supervisors[shard]
+            supervisor.tell(NewExecution(record))
+        return ActivityHandle(config.activity_id, name, future,
+                              lambda: supervisor.tell(CancelExecution(exec_id)))
+
+    async def execute_activity(self, activity: Union[Callable[..., Any], str], arg: Any = _NO_ARG, **options: Any) -> Any:
+        """``start_activity(...)`` then await the handle (R87)."""
+        return await self.start_activity(activity, arg, **options)
+
+    def _check_running(self) -> None:
+        if self._broken is not None:
+            raise WorkerPoolBrokenError(self._broken)
+        if self._state != "running":
+            hint = "use `with ActorSystem(...) as system:` or call start() first" if self._state == "new" \
+                else "the system has shut down; start a new ActorSystem"
+            raise RuntimeError(f"ActorSystem is not running ({self._state}): {hint}")
+
+    def _resolve_activity(self, activity: Any) -> Tuple[str, Optional[bytes]]:
+        """The activity's name, and its pickled function unless the workers have it registered."""
+        if isinstance(activity, str):
+            if activity not in self._registry:
+                known = ", ".join(sorted(self._registry)) or "none"
+                raise ValueError(
+                    f"activity {activity!r} is not registered; known: {known}. Pass it in "
+                    "ActorSystem(activities=[...]) or pass the decorated function itself"
+                )
+            return activity, None
+        definition = _definition_of(activity)
+        if definition is None:
+            raise TypeError(
+                f"{activity!r} is not an activity: did you forget to decorate it with @activity.defn?"
+            )
+        if self._registry.get(definition.name) is activity:
+            return definition.name, None
+        try:
+            fn_bytes = self._by_value_cache.get(activity)
+        except TypeError:
+            fn_bytes = None
+        if fn_bytes is None:
+            try:
+                fn_bytes = _serde.dumps(activity)
+            except Exception as exc:
+                raise TypeError(f"activity {definition.name!r} cannot be pickled for the worker processes: {exc}") from exc
+            try:
+                self._by_value_cache[activity] = fn_bytes
+            except TypeError:
+                pass
+        return definition.name, fn_bytes
+
+    # -- plumbing for the actors ------------------------------------------------------------
+
+    def _route_reports(self, reports: Dict[int, list], dispatches: Dict[int, list]) -> None:
+        """Runs on the pool's reader thread (or a supervisor's): one tell per supervisor."""
+        for shard in set(reports) | set(dispatches):
+            self._supervisors[shard].tell(WorkerReports(reports.get(shard, ()), dispatches.get(shard, ())))
+
+    def _deliver_timers(self, due: List[Tuple[Any, float]]) -> None:
+        """Runs on the timer actor's thread."""
+        by_shard: Dict[int, list] = {}
+        for item in due:
+            by_shard.setdefault(item[0][0] % self._shards, []).append(item)
+        for shard, fired in by_shard.items():
+            self._supervisors[shard].tell(TimersFired(fired))
+
+    def _pool_broken(self, reason: str) -> None:
+        self._broken = reason
+        log.error("worker pool broken: %s", reason)
+        self._tell_all(PoolBroken(reason))
+
+    def _tell_all(self, message: Any) -> None:
+        for ref in self._supervisors:
+            ref.tell(message)
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def statistics(self) -> SystemStatistics:
+        """A snapshot of executions by state, attempts, workers and timers."""
+        self._check_running()
+        counts = {"pending": 0, "running": 0, "retrying": 0}
+        for ref in self._supervisors:
+            for k, v in ref.ask("statistics", timeout=30).items():
+                counts[k] += v
+        pool = self._pool.statistics()
+        timers = self._timer.ask("statistics", timeout=30)
+        return SystemStatistics(
+            pending=counts["pending"],
+            running=counts["running"],
+            retrying=counts["retrying"],
+            queued_attempts=pool.queued,
+            running_attempts=pool.running,
+            workers=pool.workers,
+            worker_restarts=pool.worker_restarts,
+            pending_timers=timers.pending,
+        )
+
+    def worker_pids(self) -> List[int]:
+        """The pids of the current worker processes."""
+        return self._pool.worker_pids() if self._pool is not None else []
+
+
+def current_system() -> "ActorSystem":
+    """The system entered in this context, else the only running one (API.md, workflow façade)."""
+    system = _current_system.get()
+    if system is not None and system.running:
+        return system
+    running = [s for s in list(_running_systems) if s.running]
+    if len(running) == 1:
+        return running[0]
+    if not running:
+        raise RuntimeError(
+            "no ActorSystem is running: start one with `with ActorSystem(activities=[...]):` "
+            "(or `async with`) around this call"
+        )
+    raise RuntimeError(
+        f"{len(running)} ActorSystems are running and none was entered in this context: call "
+        "system.execute_activity(...) on the one you mean, or enter it with `with system:`"
+    )
+
+
+# -- validation helpers -------------------------------------------------------------------
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
+
+def _duration(name: str, value: Any, allow_zero: bool = False) -> timedelta:
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{name} must be a datetime.timedelta, e.g. timedelta(seconds=5); got {value!r}")
+    if value < timedelta(0) or (value == timedelta(0) and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
+    return value
+
+
+def _optional_timeout(name: str, value: Any) -> Optional[timedelta]:
+    """R13, D5: a timeout is a positive timedelta or None."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{name} must be a datetime.timedelta such as timedelta(seconds=10), got {value!r}")
+    if value <= timedelta(0):
+        raise ValueError(
+            f"{name} must be positive, got {value}; leave it out (None) if you do not want this timeout"
+        )
+    return value
+
+
+def _normalise(
+    s2c: Optional[timedelta], s2s: Optional[timedelta], stc: Optional[timedelta], hb: Optional[timedelta]
+) -> Tuple[Optional[timedelta], Optional[timedelta], timedelta, Optional[timedelta]]:
+    """R11, R12: derive the effective timeouts from the given ones."""
+    if s2c is not None:
+        s2s = min(s2s, s2c) if s2s is not None else s2c
+        stc = min(stc, s2c) if stc is not None else s2c
+    elif stc is None:
+        raise ValueError("Activity must have start_to_close_timeout or schedule_to_close_timeout")
+    if hb is not None:
+        hb = min(hb, stc)
+    return s2c, s2s, stc, hb
+
+
+def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, RetryPolicy]:
+    """R20-R24: validate and fill in defaults; returns the machine's and info()'s views."""
+    if policy is None:
+        policy = RetryPolicy()
+    if not isinstance(policy, RetryPolicy):
+        raise TypeError(f"retry_policy must be an actorflow.RetryPolicy, got {policy!r}")
+    policy._validate()
+    full = policy.with_defaults()
+    effective = EffectivePolicy(
+        initial_interval=full.initial_interval.total_seconds(),
+        backoff_coefficient=full.backoff_coefficient,
+        maximum_interval=full.maximum_interval.total_seconds(),
+        maximum_attempts=full.maximum_attempts,
+        non_retryable_error_types=tuple(full.non_retryable_error_types or ()),
+    )
+    return effective, full
+
+
+def _call_args(arg: Any, args: Sequence[Any]) -> tuple:
+    """R88: one positional ``arg`` or several ``args``, not both."""
+    if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)):
+        raise TypeError(f"args must be a list or tuple of arguments, got {args!r}")
+    if arg is not _NO_ARG:
+        if args:
+            raise ValueError("Cannot have arg and args")
+        return (arg,)
+    return tuple(args)
+
+
+async def _in_thread(fn: Callable[[], Any]) -> Any:
+    """Run a blocking call on a short-lived thread, so no executor thread outlives the system."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001
+            loop.call_soon_threadsafe(_set_exception, done, exc)
+        else:
+            loop.call_soon_threadsafe(_set_result, done, result)
+
+    thread = threading.Thread(target=run, name="actorflow-lifecycle", daemon=True)
+    thread.start()
+    try:
+        return await asyncio.shield(done)
+    finally:
+        thread.join()  # it has already handed its result over; this only reaps it
+
+
+def _set_result(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _reset_quietly(token: contextvars.Token) -> None:
+    try:
+        _current_system.reset(token)
+    except ValueError:
+        pass  # entered in another context

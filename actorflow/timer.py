@@ -1,0 +1,165 @@
+"""The timer actor and the pure deadline map it owns (STYLE.md 2.6).
+
+``DeadlineMap`` is a plain sorted map (sortedcontainers) with O(log n) add and cancel.
+``TimerActor`` is one pykka actor, so one thread, whose inbox ``get`` waits no longer than the
+next deadline: the actor thread *is* the waiting thread, and nothing else touches the map.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+
+import pykka
+from pykka._envelope import Envelope
+from sortedcontainers import SortedList
+
+from .clock import Clock
+
+__all__ = ["DeadlineMap", "TimerActor", "TimerBatch", "TimerStatistics"]
+
+
+class DeadlineMap:
+    """Deadlines by key; ``pop_due`` returns keys in (deadline, priority, insertion) order."""
+
+    def __init__(self) -> None:
+        self._sorted: SortedList = SortedList()
+        self._entries: Dict[Hashable, Tuple[float, int, int, Hashable]] = {}
+        self._seq = itertools.count()
+
+    def add(self, key: Hashable, deadline: float, priority: int = 0) -> None:
+        """Set ``key``'s deadline, replacing any earlier one for the same key."""
+        old = self._entries.get(key)
+        if old is not None:
+            self._sorted.remove(old)
+        entry = (deadline, priority, next(self._seq), key)
+        self._entries[key] = entry
+        self._sorted.add(entry)
+
+    def cancel(self, key: Hashable) -> bool:
+        """Forget ``key``; False if it was not pending (already fired or never added)."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        self._sorted.remove(entry)
+        return True
+
+    def next_deadline(self) -> Optional[float]:
+        return self._sorted[0][0] if self._sorted else None
+
+    def pop_due(self, now: float) -> List[Tuple[Hashable, float]]:
+        """Remove and return ``(key, deadline)`` of every entry due at ``now``, in order."""
+        due = []
+        while self._sorted and self._sorted[0][0] <= now:
+            deadline, _, _, key = self._sorted.pop(0)
+            del self._entries[key]
+            due.append((key, deadline))
+        return due
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
+
+@dataclass(frozen=True)
+class TimerBatch:
+    """Timers to add ``(key, deadline, priority)`` and keys to cancel, applied in that order."""
+
+    adds: Sequence[Tuple[Hashable, float, int]] = ()
+    cancels: Sequence[Hashable] = ()
+
+
+@dataclass(frozen=True)
+class TimerStatistics:
+    pending: int
+    fired: int
+    max_lateness: float
+
+
+class _Tick:
+    """Inbox sentinel: a deadline may be due (or the clock jumped)."""
+
+
+_TICK = _Tick()
+
+
+class _DeadlineInbox(queue.Queue):
+    """An inbox whose ``get`` returns a tick when the next deadline is due."""
+
+    def __init__(self, sleep_time: Callable[[], Optional[float]]) -> None:
+        super().__init__()
+        self._sleep_time = sleep_time
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
+        wait = self._sleep_time()
+        if wait is None:
+            return super().get()
+        try:
+            return super().get(timeout=max(wait, 0.0))
+        except queue.Empty:
+            return Envelope(_TICK)
+
+
+class TimerActor(pykka.ThreadingActor):
+    """Owns every deadline of the system; tells ``deliver`` the keys that fire, in order.
+
+    Runs on its own actor thread. ``deliver`` is called on that thread with a list of
+    ``(key, deadline)``, and must only hand the keys on (tell), never block.
+    """
+
+    use_daemon_thread = True
+
+    def __init__(self, clock: Clock, deliver: Callable[[List[Tuple[Hashable, float]]], None]) -> None:
+        self._clock = clock
+        self._deliver = deliver
+        self._map = DeadlineMap()
+        self._fired = 0
+        self._max_lateness = 0.0
+        super().__init__()
+        self._waker = lambda: self.actor_inbox.put(Envelope(_TICK))
+
+    def _create_actor_inbox(self) -> _DeadlineInbox:  # type: ignore[override]
+        return _DeadlineInbox(self._sleep_time)
+
+    def _sleep_time(self) -> Optional[float]:
+        deadline = self._map.next_deadline()
+        return None if deadline is None else self._clock.deadline_to_sleep_time(deadline)
+
+    def on_start(self) -> None:
+        self._clock.add_waker(self._waker)
+
+    def on_stop(self) -> None:
+        self._clock.remove_waker(self._waker)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, TimerBatch):
+            for key, deadline, priority in message.adds:
+                self._map.add(key, deadline, priority)
+            for key in message.cancels:
+                self._map.cancel(key)
+        elif isinstance(message, _Tick):
+            pass
+        elif message == "statistics":
+            return TimerStatistics(len(self._map), self._fired, self._max_lateness)
+        else:
+            raise TypeError(f"TimerActor cannot handle {message!r}")
+        self._fire_due()  # also under a steady stream of messages, so firing is never starved
+        return None
+
+    def _fire_due(self) -> None:
+        next_deadline = self._map.next_deadline()
+        if next_deadline is None:
+            return
+        now = self._clock.now()
+        if next_deadline > now:
+            return
+        due = self._map.pop_due(now)
+        self._fired += len(due)
+        lateness = now - due[0][1]
+        if lateness > self._max_lateness:
+            self._max_lateness = lateness
+        self._deliver(due)

@@ -163,6 +163,9 @@ class ActorSystem:
                 for i in range(self._shards)
             ]
             self._pool.start(self._startup_timeout.total_seconds())
+            attach = getattr(self._clock, "attach_idle_probe", None)
+            if attach is not None:
+                attach(self._is_idle)  # a virtual clock skips ahead only while the system is idle
         except BaseException:
             self._teardown()
             with self._lock:
@@ -197,7 +200,20 @@ class ActorSystem:
             with self._lock:
                 self._state = "stopped"
 
+    def _is_idle(self) -> bool:
+        """No attempt runs or waits for a slot and no actor has unhandled messages.
+
+        Called by a virtual clock (actorflow.testing) from the timer thread before it skips time.
+        """
+        pool = self._pool
+        if pool is None or pool.busy():
+            return False
+        return all(ref.actor_inbox.empty() for ref in self._supervisors)
+
     def _teardown(self) -> None:
+        detach = getattr(self._clock, "detach_idle_probe", None)
+        if detach is not None:
+            detach(self._is_idle)
         if self._pool is not None:
             self._pool.close()
         for ref in self._supervisors:

@@ -248,6 +248,11 @@ class WorkerPool:
                 self._changed.wait(remaining)
         return True
 
+    def busy(self) -> bool:
+        """True while an attempt runs or waits for a slot."""
+        with self._lock:
+            return bool(self._running or self._queue)
+
     def statistics(self) -> PoolStatistics:
         with self._lock:
             return PoolStatistics(

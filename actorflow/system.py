@@ -208,7 +208,8 @@ class ActorSystem:
         pool = self._pool
         if pool is None or pool.busy():
             return False
-        return all(ref.actor_inbox.empty() for ref in self._supervisors)
+        refs = [*self._supervisors, self._timer]
+        return all(ref.actor_inbox.empty() for ref in refs)
 
     def _teardown(self) -> None:
         detach = getattr(self._clock, "detach_idle_probe", None)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any, Callable, Generator, Generic, Optional, TypeVar
+from datetime import datetime
+from typing import Any, Callable, Generator, Generic, List, Optional, TypeVar
 
 from . import _serde
+from .history import HistoryEvent, to_events
 
 __all__ = ["ActivityHandle"]
 
@@ -28,12 +30,16 @@ class ActivityHandle(Generic[T]):
         activity_type: str,
         future: concurrent.futures.Future,
         request_cancel: Callable[[], None],
+        history: Optional[List[Any]] = None,
+        to_datetime: Optional[Callable[[float], datetime]] = None,
     ) -> None:
         self._activity_id = activity_id
         self._activity_type = activity_type
         self._future = future
         self._request_cancel = request_cancel
         self._value: Any = _UNSET
+        self._history = history if history is not None else []
+        self._to_datetime = to_datetime
 
     @property
     def activity_id(self) -> str:
@@ -56,6 +62,13 @@ class ActivityHandle(Generic[T]):
             return False
         self._request_cancel()
         return True
+
+    def history(self) -> List[HistoryEvent]:
+        """The execution's events so far, in order (scheduled, attempts, failures with the reason
+        for each retry delay, cancel requests, and how it closed), timed by the system's clock."""
+        if self._to_datetime is None:
+            return []
+        return to_events(self._history, self._to_datetime)
 
     def result(self, timeout: Optional[float] = None) -> T:
         """Block until the execution ends; return its result or raise its ``ActivityError``.

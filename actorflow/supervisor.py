@@ -18,7 +18,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import pykka
 
-from . import _serde
+from . import _serde, history as _history
 from ._execution import (
     AttemptCompleted,
     AttemptFailed,
@@ -85,7 +85,8 @@ class ExecutionRecord:
     retry_policy: RetryPolicy
     throttle: float
     details_bytes: Optional[bytes] = None
-    history: List[Tuple[float, str, Dict[str, Any]]] = field(default_factory=list)
+    history: List[Any] = field(default_factory=list)  # raw events, see history.py
+    worker_pid: Optional[int] = None  # of the last attempt sent
 
 
 class SupervisorActor(pykka.ThreadingActor):
@@ -180,10 +181,13 @@ class SupervisorActor(pykka.ThreadingActor):
         try:
             while pending:
                 ev, at = pending.popleft()
-                for command in record.machine.handle(ev, at):
+                before = (record.machine.state, record.machine.attempt, record.machine.cancel_requested)
+                commands = record.machine.handle(ev, at)
+                for command in commands:
                     follow_up = self._execute(record, command, at)
                     if follow_up is not None:
                         pending.append(follow_up)
+                self._record_history(record, ev, at, before, commands)
         except Exception as exc:  # noqa: BLE001 - STYLE.md 2.11: one execution fails, not the actor
             log.error("internal error in execution %s", record.exec_id, exc_info=True)
             self._abort(record, InternalError(f"actorflow bug, please report it: {exc!r}"),
@@ -215,17 +219,51 @@ class SupervisorActor(pykka.ThreadingActor):
         elif kind is WithdrawAttempt:
             self._pool.withdraw((record.exec_id, command.attempt))
         elif kind is AttemptRetrying:
+            reason = _history.retry_reason(record.machine.config.policy, command.attempt, command.failure,
+                                           command.interval)
+            _history.append(record.history, (now, "attempt_failed", command.attempt, {
+                "failure": command.failure, "next_delay": command.interval, "reason": reason}))
             log.info("activity %s attempt %d failed (%s); retrying in %.3g s",
                      record.machine.config.activity_id, command.attempt, command.failure, command.interval)
         else:
             raise TypeError(f"SupervisorActor cannot execute {command!r}")
         return None
 
+    def _record_history(self, record: ExecutionRecord, event: Any, now: float, before: tuple,
+                        commands: List[Any]) -> None:
+        """Append what ``event`` did to the execution's history (history.py)."""
+        machine = record.machine
+        state_before, attempt_before, cancel_before = before
+        kind = type(event)
+        if kind is Schedule:
+            _history.append(record.history, (now, "scheduled", 1, {
+                "activity_id": machine.config.activity_id, "activity_type": machine.config.activity_type}))
+        elif kind is AttemptStarted and machine.state is State.RUNNING and state_before is State.QUEUED:
+            _history.append(record.history, (now, "attempt_started", machine.attempt, {"worker_pid": record.worker_pid}))
+        elif kind is HeartbeatReceived and state_before is State.RUNNING and event.attempt == attempt_before:
+            _history.append(record.history, (now, "heartbeat", event.attempt, {"details": event.details, "count": 1}))
+        elif kind is CancelRequested and not cancel_before and state_before is not State.CLOSED:
+            _history.append(record.history, (now, "cancel_requested", machine.attempt, {
+                "cancellation_type": machine.config.cancellation_type}))
+        if state_before is State.CLOSED or not machine.closed:
+            return
+        error = next((c.error for c in commands if type(c) is RejectCaller), None)
+        cause = error.__cause__ if error is not None else None
+        reason = _history.stop_reason(machine.retry_state, machine.outcome, machine.attempt,
+                                      machine.config.policy, cause)
+        if state_before is State.RUNNING and machine.outcome != "completed" and cause is not None:
+            _history.append(record.history, (now, "attempt_failed", attempt_before, {
+                "failure": cause, "next_delay": None, "reason": f"not retried: {reason}"}))
+        _history.append(record.history, (now, "closed", machine.attempt, {
+            "outcome": machine.outcome, "retry_state": machine.retry_state, "reason": reason, "error": error,
+        }))
+
     def _dispatch(self, record: ExecutionRecord, attempt: int) -> Optional[Tuple[Any, float]]:
         reservation = self._pool.submit((record.exec_id, attempt), record.shard)
         if reservation is None:
             return None  # queued: a WorkerReports dispatch will bring it back
         worker, started_at = reservation
+        record.worker_pid = worker.pid
         if not self._pool.send_run(worker, (record.exec_id, attempt), self._run_message(record, attempt, started_at)):
             return self._dispatch(record, attempt)
         return AttemptStarted(attempt), started_at
@@ -238,6 +276,7 @@ class SupervisorActor(pykka.ThreadingActor):
         if machine is None or machine.state is not State.QUEUED or machine.attempt != attempt:
             self._pool.release(key)
             return
+        record.worker_pid = worker.pid
         if self._pool.send_run(worker, key, self._run_message(record, attempt, started_at)):
             self._feed(record, AttemptStarted(attempt), started_at)
         else:

@@ -332,7 +332,8 @@ class ActorSystem:
             supervisor = self._supervisors[shard]
             supervisor.tell(NewExecution(record))
         return ActivityHandle(config.activity_id, name, future,
-                              lambda: supervisor.tell(CancelExecution(exec_id)))
+                              lambda: supervisor.tell(CancelExecution(exec_id)),
+                              record.history, self._clock.to_datetime)
 
     async def execute_activity(self, activity: Union[Callable[..., Any], str], arg: Any = _NO_ARG, **options: Any) -> Any:
         """``start_activity(...)`` then await the handle (R87)."""

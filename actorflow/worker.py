@@ -104,6 +104,7 @@ class WorkerPool:
         self._early_deaths: Deque[float] = collections.deque()
         self._broken: Optional[str] = None
         self._closing = False
+        self._routing = False  # the reader holds reports it has not told the supervisors yet
         self._wake_r, self._wake_w = os.pipe()
         self._reader = threading.Thread(target=self._read_loop, name="actorflow-pool-reader", daemon=True)
 
@@ -241,7 +242,7 @@ class WorkerPool:
         """Wait until no attempt runs; False on timeout."""
         deadline = _clock.monotonic() + timeout
         with self._changed:
-            while self._running:
+            while self._running or self._routing:
                 remaining = deadline - _clock.monotonic()
                 if remaining <= 0:
                     return False
@@ -251,7 +252,7 @@ class WorkerPool:
     def busy(self) -> bool:
         """True while an attempt runs or waits for a slot."""
         with self._lock:
-            return bool(self._running or self._queue)
+            return bool(self._running or self._queue or self._routing)
 
     def statistics(self) -> PoolStatistics:
         with self._lock:
@@ -336,6 +337,8 @@ class WorkerPool:
                         if not w.eof:
                             waitables[w.conn] = ("pipe", w)
             ready = multiprocessing.connection.wait(list(waitables))
+            with self._lock:
+                self._routing = True
             reports: Dict[int, list] = {}
             dispatches: Dict[int, list] = {}
             exits = []
@@ -352,6 +355,11 @@ class WorkerPool:
                 self._worker_died(worker, reports, dispatches)
             if reports or dispatches:
                 self._route(reports, dispatches)
+            with self._changed:
+                # Only now are the reports in the supervisors' inboxes: a shutdown waiting for
+                # idleness must not overtake them (D6: a result that made it wins).
+                self._routing = False
+                self._changed.notify_all()
 
     def _read_pipe(self, worker: _Worker, reports: Dict[int, list], dispatches: Dict[int, list]) -> None:
         conn = worker.conn

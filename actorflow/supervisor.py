@@ -103,6 +103,7 @@ class SupervisorActor(pykka.ThreadingActor):
         self._stop_grace = stop_grace
         self._records: Dict[int, ExecutionRecord] = {}
         self._timer_ops: Dict[Any, Optional[Tuple[float, int]]] = {}
+        self._closed: Dict[str, int] = {}  # "completed", "failed", "cancelled", "timed_out:<TYPE>"
         self._handlers = {
             NewExecution: self._on_new,
             CancelExecution: self._on_cancel,
@@ -257,6 +258,17 @@ class SupervisorActor(pykka.ThreadingActor):
         _history.append(record.history, (now, "closed", machine.attempt, {
             "outcome": machine.outcome, "retry_state": machine.retry_state, "reason": reason, "error": error,
         }))
+        self._count_closed(record, machine.outcome, cause)
+        if machine.outcome != "completed":
+            log.warning("activity %s (%s) ended: %s; %s", machine.config.activity_id,
+                        machine.config.activity_type, machine.outcome, reason)
+
+    def _count_closed(self, record: ExecutionRecord, outcome: Optional[str], cause: Any) -> None:
+        key = outcome or "unknown"
+        if outcome == "timed_out":
+            timeout_type = getattr(cause, "type", None)
+            key = f"timed_out:{timeout_type.name if timeout_type is not None else 'UNKNOWN'}"
+        self._closed[key] = self._closed.get(key, 0) + 1
 
     def _dispatch(self, record: ExecutionRecord, attempt: int) -> Optional[Tuple[Any, float]]:
         reservation = self._pool.submit((record.exec_id, attempt), record.shard)
@@ -338,7 +350,7 @@ class SupervisorActor(pykka.ThreadingActor):
         self._timer.tell(TimerBatch(adds, cancels))
 
     def _statistics(self) -> Dict[str, int]:
-        counts = {"pending": 0, "running": 0, "retrying": 0}
+        counts = {"pending": 0, "running": 0, "retrying": 0, **self._closed}
         for record in self._records.values():
             state = record.machine.state
             if state is State.QUEUED:

@@ -58,6 +58,10 @@ class SystemStatistics:
     pending: int
     running: int
     retrying: int
+    completed: int
+    failed: int
+    cancelled: int
+    timed_out: Dict[str, int]  # by TimeoutType name
     queued_attempts: int
     running_attempts: int
     workers: int
@@ -408,16 +412,20 @@ class ActorSystem:
     def statistics(self) -> SystemStatistics:
         """A snapshot of executions by state, attempts, workers and timers."""
         self._check_running()
-        counts = {"pending": 0, "running": 0, "retrying": 0}
+        counts: Dict[str, int] = {}
         for ref in self._supervisors:
             for k, v in ref.ask("statistics", timeout=30).items():
-                counts[k] += v
+                counts[k] = counts.get(k, 0) + v
         pool = self._pool.statistics()
         timers = self._timer.ask("statistics", timeout=30)
         return SystemStatistics(
-            pending=counts["pending"],
-            running=counts["running"],
-            retrying=counts["retrying"],
+            pending=counts.get("pending", 0),
+            running=counts.get("running", 0),
+            retrying=counts.get("retrying", 0),
+            completed=counts.get("completed", 0),
+            failed=counts.get("failed", 0),
+            cancelled=counts.get("cancelled", 0),
+            timed_out={k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("timed_out:")},
             queued_attempts=pool.queued,
             running_attempts=pool.running,
             workers=pool.workers,

@@ -43,6 +43,7 @@ from ._execution import (
     WithdrawAttempt,
 )
 from ._messages import (
+    CANCEL,
     COMPLETED,
     FAILED,
     HEARTBEAT,
@@ -65,6 +66,7 @@ __all__ = ["SupervisorActor", "ExecutionRecord", "KILL"]
 log = logging.getLogger(__name__)
 
 KILL = 0  # timer kind of the stop_grace kill deadline (D2); not a machine timer
+_MAX_HELD = 64  # handled messages after which batched writes are flushed even in a burst
 
 
 @dataclass
@@ -104,6 +106,8 @@ class SupervisorActor(pykka.ThreadingActor):
         self._records: Dict[int, ExecutionRecord] = {}
         self._timer_ops: Dict[Any, Optional[Tuple[float, int]]] = {}
         self._closed: Dict[str, int] = {}  # "completed", "failed", "cancelled", "timed_out:<TYPE>"
+        self._outbox: Dict[Any, list] = {}  # worker -> messages not yet written to its pipe
+        self._held = 0  # messages handled since the last flush
         self._handlers = {
             NewExecution: self._on_new,
             CancelExecution: self._on_cancel,
@@ -117,14 +121,34 @@ class SupervisorActor(pykka.ThreadingActor):
     # -- messages ---------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        if message == "statistics":
-            return self._statistics()
-        handler = self._handlers.get(type(message))
-        if handler is None:
-            raise TypeError(f"SupervisorActor cannot handle {message!r}")
-        handler(message)
+        try:
+            if message == "statistics":
+                return self._statistics()
+            handler = self._handlers.get(type(message))
+            if handler is None:
+                raise TypeError(f"SupervisorActor cannot handle {message!r}")
+            handler(message)
+            return None
+        finally:
+            # Every message, whatever it is, ends with this check: writes must never be held
+            # while the inbox is empty (nothing would come to flush them).
+            self._held += 1
+            if self._held >= _MAX_HELD or self.actor_inbox.empty():
+                self._flush()
+
+    def _flush(self) -> None:
+        """Write the batched pipe messages and timer operations.
+
+        While messages keep arriving they are held (up to _MAX_HELD handled messages), so a
+        burst costs one pipe write per worker and one timer message, and an attempt that starts
+        and ends within one burst never reaches the timer at all (its add and cancel coalesce).
+        """
+        self._held = 0
+        if self._outbox:
+            outbox, self._outbox = self._outbox, {}
+            for worker, messages in outbox.items():
+                self._pool.send(worker, messages)  # a dead worker's attempts fail as WorkerCrashed
         self._flush_timers()
-        return None
 
     def _on_new(self, message: NewExecution) -> None:
         record = message.record
@@ -211,12 +235,11 @@ class SupervisorActor(pykka.ThreadingActor):
         elif kind is RejectCaller:
             _settle(record.future, error=command.error)
         elif kind is StopAttempt:
-            key = (record.exec_id, command.attempt)
             reason = "shutdown" if record.machine.shutting_down else "timeout"
-            self._pool.cancel_running(key, reason)
+            self._cancel_on_worker(record.exec_id, command.attempt, reason)
             self._timer_ops[(record.exec_id, KILL, command.attempt)] = (now + self._stop_grace, KILL)
         elif kind is DeliverCancel:
-            self._pool.cancel_running((record.exec_id, command.attempt), "requested")
+            self._cancel_on_worker(record.exec_id, command.attempt, "requested")
         elif kind is WithdrawAttempt:
             self._pool.withdraw((record.exec_id, command.attempt))
         elif kind is AttemptRetrying:
@@ -270,15 +293,24 @@ class SupervisorActor(pykka.ThreadingActor):
             key = f"timed_out:{timeout_type.name if timeout_type is not None else 'UNKNOWN'}"
         self._closed[key] = self._closed.get(key, 0) + 1
 
+    def _cancel_on_worker(self, exec_id: int, attempt: int, reason: str) -> None:
+        """Queue a CANCEL behind any RUN still held for the same worker, so order is kept."""
+        worker = self._pool.worker_of((exec_id, attempt))
+        if worker is not None:
+            self._outbox.setdefault(worker, []).append((CANCEL, exec_id, attempt, reason))
+
     def _dispatch(self, record: ExecutionRecord, attempt: int) -> Optional[Tuple[Any, float]]:
         reservation = self._pool.submit((record.exec_id, attempt), record.shard)
         if reservation is None:
             return None  # queued: a WorkerReports dispatch will bring it back
         worker, started_at = reservation
-        record.worker_pid = worker.pid
-        if not self._pool.send_run(worker, (record.exec_id, attempt), self._run_message(record, attempt, started_at)):
-            return self._dispatch(record, attempt)
+        self._write_run(record, attempt, worker, started_at)
         return AttemptStarted(attempt), started_at
+
+    def _write_run(self, record: ExecutionRecord, attempt: int, worker: Any, started_at: float) -> None:
+        record.worker_pid = worker.pid
+        message = self._run_message(record, attempt, started_at)
+        self._outbox.setdefault(worker, []).append(message)
 
     def _send_reserved(self, exec_id: int, attempt: int, worker: Any, started_at: float) -> None:
         """A queued attempt got a slot on ``worker``: send it, unless it is no longer wanted."""
@@ -288,10 +320,10 @@ class SupervisorActor(pykka.ThreadingActor):
         if machine is None or machine.state is not State.QUEUED or machine.attempt != attempt:
             self._pool.release(key)
             return
-        record.worker_pid = worker.pid
-        if self._pool.send_run(worker, key, self._run_message(record, attempt, started_at)):
+        if self._pool.claim(worker, key):
+            self._write_run(record, attempt, worker, started_at)
             self._feed(record, AttemptStarted(attempt), started_at)
-        else:
+        else:  # the worker died before we got here: try again (another slot or the queue)
             follow_up = self._dispatch(record, attempt)
             if follow_up is not None:
                 self._feed(record, *follow_up)

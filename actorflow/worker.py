@@ -194,20 +194,20 @@ class WorkerPool:
         if dispatches:
             self._route({}, dispatches)
 
-    def send_run(self, worker: _Worker, key: Key, message: tuple) -> bool:
-        """Send a reserved attempt to its worker; False if that worker has died meanwhile."""
+    def claim(self, worker: _Worker, key: Key) -> bool:
+        """Confirm a reservation before its RUN is written; False if the worker died meanwhile
+        (its attempts were then already written off as WorkerCrashed or never counted)."""
         with self._lock:
-            if worker.dead or self._running.get(key) is not worker:
-                return False
-            worker.ran_anything = True
-        return self._send(worker, [message])
+            return not worker.dead and self._running.get(key) is worker
 
-    def cancel_running(self, key: Key, reason: str) -> None:
-        """Tell the worker running ``key`` to cancel it now (R64, D2, R84)."""
+    def send(self, worker: _Worker, messages: list) -> bool:
+        """Write a batch of messages to a worker's pipe (any thread but the reader's)."""
+        return self._send(worker, messages)
+
+    def worker_of(self, key: Key) -> Optional[_Worker]:
+        """The worker running attempt ``key``, if any."""
         with self._lock:
-            worker = self._running.get(key)
-        if worker is not None:
-            self._send(worker, [(CANCEL, key[0], key[1], reason)])
+            return self._running.get(key)
 
     def cancel_all_running(self, reason: str) -> None:
         with self._lock:
@@ -283,6 +283,7 @@ class WorkerPool:
 
     def _reserve(self, worker: _Worker, key: Key, shard: int) -> Reservation:
         worker.free -= 1
+        worker.ran_anything = True
         worker.running[key] = shard
         self._running[key] = worker
         return worker, self._clock.now()

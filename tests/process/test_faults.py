@@ -51,6 +51,11 @@ def always_exit() -> None:
 
 
 @activity.defn
+def fail_always() -> None:
+    raise ValueError("always")
+
+
+@activity.defn
 def block_in_c(seconds: float) -> str:
     time.sleep(seconds)  # a blocking C call: an injected CancelledError cannot interrupt it
     return "woke up"
@@ -256,9 +261,9 @@ def test_D6_shutdown_cancels_running_attempts_and_resolves_every_handle():
     system = ActorSystem(workers=1, stop_grace=timedelta(seconds=1)).start()
     running = system.start_activity(heartbeat_forever, start_to_close_timeout=STC)
     _wait_for(lambda: system.statistics().running_attempts == 1, 5)
-    backing_off = system.start_activity(always_exit, start_to_close_timeout=STC,
+    backing_off = system.start_activity(fail_always, start_to_close_timeout=STC,
                                         retry_policy=RetryPolicy(initial_interval=timedelta(seconds=60)))
-    _wait_for(lambda: system.statistics().retrying == 1, 10)
+    assert _wait_for(lambda: system.statistics().retrying == 1, 10)
     system.shutdown()
     err = running.exception(timeout=1)
     assert isinstance(err, ActivityError) and err.retry_state is RetryState.CANCEL_REQUESTED

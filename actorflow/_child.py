@@ -18,11 +18,13 @@ import pickle
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import _serde
 from ._messages import CANCEL, COMPLETED, EXIT, FAILED, HEARTBEAT, READY, RUN
 from .activity import Info, _Context, _current, _definition_of
+from .common import RetryPolicy
 from .exceptions import ApplicationError, CancelledError
 
 __all__ = ["worker_main"]
@@ -37,10 +39,39 @@ def worker_main(conn: Any, index: int, registry: Dict[str, bytes], max_concurren
     _WorkerRuntime(conn, registry, max_concurrent).run()
 
 
+_policies: Dict[tuple, RetryPolicy] = {}
+
+
+def _info(fields: tuple, details: list) -> Info:
+    """Rebuild ``Info`` from the RUN message's plain fields (see _messages.py)."""
+    (activity_id, activity_type, attempt, scheduled, attempt_scheduled, started, _,
+     (heartbeat, schedule_to_close, start_to_close), task_queue, policy_fields) = fields
+    policy = _policies.get(policy_fields)
+    if policy is None:
+        initial, coefficient, maximum, attempts, types = policy_fields
+        policy = _policies[policy_fields] = RetryPolicy(
+            initial_interval=timedelta(seconds=initial), backoff_coefficient=coefficient,
+            maximum_interval=timedelta(seconds=maximum), maximum_attempts=attempts,
+            non_retryable_error_types=types)
+    return Info(
+        activity_id, activity_type, attempt, _utc(scheduled), _utc(attempt_scheduled), _utc(started),
+        details, _delta(heartbeat), _delta(schedule_to_close), _delta(start_to_close), task_queue, policy,
+    )
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+def _delta(seconds: Optional[float]) -> Optional[timedelta]:
+    return None if seconds is None else timedelta(seconds=seconds)
+
+
 class _Heartbeater:
     """Per-attempt heartbeat throttle (R49-R53): first call immediate, then latest-wins."""
 
-    __slots__ = ("_runtime", "_attempt", "_interval", "_lock", "_throttled", "_pending", "_finished")
+    __slots__ = ("_runtime", "_attempt", "_interval", "_lock", "_throttled", "_pending", "_latest",
+                 "_finished")
 
     def __init__(self, runtime: "_WorkerRuntime", attempt: "_Attempt", interval: float) -> None:
         self._runtime = runtime
@@ -49,6 +80,7 @@ class _Heartbeater:
         self._lock = threading.Lock()
         self._throttled = False
         self._pending: Any = _NOTHING
+        self._latest: Any = _NOTHING  # the details of the latest call, sent or not (R55)
         self._finished = False
 
     def __call__(self, details: Tuple[Any, ...]) -> None:
@@ -56,6 +88,7 @@ class _Heartbeater:
         with self._lock:
             if self._finished:
                 return  # R47: a heartbeat after the attempt finished is ignored
+            self._latest = details
             if self._throttled:
                 self._pending = details  # R50.2: latest wins
                 return
@@ -83,11 +116,16 @@ class _Heartbeater:
         self._runtime.loop.call_later(self._interval, self._elapsed)
 
     def finish(self) -> Any:
-        """The attempt ended: stop sending; return details still held back, or _NOTHING."""
+        """The attempt ended: stop sending; return the latest call's details, or _NOTHING if none.
+
+        A failure report carries them (R55) even when they were already sent: a send made on the
+        loop thread may still sit in the outbox (or a pipe write race the failure report, for a
+        sync activity), and a heartbeat that arrives after the failure is rejected (R4).
+        """
         with self._lock:
             self._finished = True
-            pending, self._pending = self._pending, _NOTHING
-        return pending
+            self._pending = _NOTHING
+        return self._latest
 
 
 class _Attempt:
@@ -211,7 +249,7 @@ class _WorkerRuntime:
         except Exception as exc:  # noqa: BLE001 - R44: retryable
             self._report_early_failure(exec_id, number, exc, "Failed decoding arguments")
             return
-        info = Info(*info_fields[:6], details, *info_fields[7:])
+        info = _info(info_fields, details)
         attempt.heartbeater = _Heartbeater(self, attempt, throttle)
         attempt.ctx = _Context(info, attempt.heartbeater, self.loop, is_async)
         self._attempts[(exec_id, number)] = attempt
@@ -297,7 +335,7 @@ class _WorkerRuntime:
             return
         attempt.reported = True
         self._attempts.pop((attempt.exec_id, attempt.number), None)
-        pending = attempt.heartbeater.finish()
+        latest = attempt.heartbeater.finish()
         head = (attempt.exec_id, attempt.number)
         if attempt.encode_failure is not None:
             self.send((FAILED, *head, attempt.encode_failure, None))
@@ -310,9 +348,9 @@ class _WorkerRuntime:
             return
         failure = self._failure_data(attempt, value)
         details = None
-        if pending is not _NOTHING:
+        if latest is not _NOTHING:
             try:
-                details = _serde.dumps(tuple(pending))  # R55: held-back details travel along
+                details = _serde.dumps(tuple(latest))  # R55: the latest details travel along
             except Exception as exc:  # noqa: BLE001
                 failure = _serde.encode_failure_of(exc, "heartbeat details")
         self.send((FAILED, *head, failure, details))

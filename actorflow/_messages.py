@@ -8,6 +8,10 @@ result, heartbeat details) are already cloudpickled ``bytes``.
 Parent -> worker::
 
     (RUN, exec_id, attempt, fn_name, fn_bytes | None, args_bytes, info_fields, throttle_seconds)
+        info_fields = (activity_id, activity_type, attempt, scheduled_ts, attempt_scheduled_ts,
+                       started_ts, details_bytes | None, (heartbeat_s, s2c_s, stc_s), task_queue,
+                       (initial_s, coefficient, maximum_s, maximum_attempts, error_types))
+        times are POSIX timestamps and durations seconds (None = unset): builtins pickle fast.
     (CANCEL, exec_id, attempt, reason)        reason: "requested" | "timeout" | "shutdown"
     (EXIT,)
 

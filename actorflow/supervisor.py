@@ -88,6 +88,10 @@ class ExecutionRecord:
     throttle: float
     details_bytes: Optional[bytes] = None
     history: List[Any] = field(default_factory=list)  # raw events, see history.py
+    # for the worker's info(), as seconds: (heartbeat, schedule_to_close, start_to_close)
+    info_timeouts: Tuple[Optional[float], Optional[float], Optional[float]] = (None, None, None)
+    # (initial_interval s, backoff_coefficient, maximum_interval s, maximum_attempts, types)
+    policy_fields: Tuple[Any, ...] = ()
     worker_pid: Optional[int] = None  # of the last attempt sent
 
 
@@ -108,6 +112,7 @@ class SupervisorActor(pykka.ThreadingActor):
         self._closed: Dict[str, int] = {}  # "completed", "failed", "cancelled", "timed_out:<TYPE>"
         self._outbox: Dict[Any, list] = {}  # worker -> messages not yet written to its pipe
         self._held = 0  # messages handled since the last flush
+        self._settlements: List[Tuple[concurrent.futures.Future, Any, Optional[BaseException]]] = []
         self._handlers = {
             NewExecution: self._on_new,
             CancelExecution: self._on_cancel,
@@ -135,6 +140,12 @@ class SupervisorActor(pykka.ThreadingActor):
             self._held += 1
             if self._held >= _MAX_HELD or self.actor_inbox.empty():
                 self._flush()
+            # Callers are woken last, once this thread has no more work for this message, so
+            # the woken thread does not have to fight it for the GIL.
+            if self._settlements:
+                settlements, self._settlements = self._settlements, []
+                for future, result, error in settlements:
+                    _settle(future, result=result, error=error)
 
     def _flush(self) -> None:
         """Write the batched pipe messages and timer operations.
@@ -231,9 +242,9 @@ class SupervisorActor(pykka.ThreadingActor):
         elif kind is DispatchAttempt:
             return self._dispatch(record, command.attempt)
         elif kind is ResolveCaller:
-            _settle(record.future, result=command.result)
+            self._settlements.append((record.future, command.result, None))
         elif kind is RejectCaller:
-            _settle(record.future, error=command.error)
+            self._settlements.append((record.future, None, command.error))
         elif kind is StopAttempt:
             reason = "shutdown" if record.machine.shutting_down else "timeout"
             self._cancel_on_worker(record.exec_id, command.attempt, reason)
@@ -272,7 +283,8 @@ class SupervisorActor(pykka.ThreadingActor):
         if state_before is State.CLOSED or not machine.closed:
             return
         error = next((c.error for c in commands if type(c) is RejectCaller), None)
-        cause = error.__cause__ if error is not None else None
+        # The caller's cause, or (caller resolved earlier by TRY_CANCEL/ABANDON) what closed it.
+        cause = error.__cause__ if error is not None else machine.final_failure
         reason = _history.stop_reason(machine.retry_state, machine.outcome, machine.attempt,
                                       machine.config.policy, cause)
         if state_before is State.RUNNING and machine.outcome != "completed" and cause is not None:
@@ -331,19 +343,19 @@ class SupervisorActor(pykka.ThreadingActor):
     def _run_message(self, record: ExecutionRecord, attempt: int, started_at: float) -> tuple:
         machine = record.machine
         to_dt = self._clock.to_datetime
+        # Only builtin scalars: datetimes, timedeltas and dataclasses cost ten times as much to
+        # pickle; the worker rebuilds them (_messages.py, RUN).
         info_fields = (
             machine.config.activity_id,
             machine.config.activity_type,
             attempt,
-            to_dt(machine.scheduled_time),
-            to_dt(machine.attempt_scheduled_time),
-            to_dt(started_at),
+            to_dt(machine.scheduled_time).timestamp(),
+            to_dt(machine.attempt_scheduled_time).timestamp(),
+            to_dt(started_at).timestamp(),
             record.details_bytes,
-            record.heartbeat_timeout,
-            record.schedule_to_close_timeout,
-            record.start_to_close_timeout,
+            record.info_timeouts,
             record.task_queue,
-            record.retry_policy,
+            record.policy_fields,
         )
         return (RUN, record.exec_id, attempt, record.fn_name, record.fn_bytes, record.args_bytes,
                 info_fields, record.throttle)

@@ -150,7 +150,9 @@ class ActorSystem:
                 raise RuntimeError(f"ActorSystem.start(): the system is already {self._state}; create a new ActorSystem")
             self._state = "running"
         try:
-            self._timer = TimerActor.start(self._clock, self._deliver_timers)
+            # Lazy timer wake-ups only under real time: a virtual clock's idle probe reads the inbox.
+            self._timer = TimerActor.start(self._clock, self._deliver_timers,
+                                           lazy=isinstance(self._clock, SystemClock))
             self._pool = WorkerPool(
                 size=self._workers,
                 max_concurrent=self._max_concurrent,
@@ -213,7 +215,14 @@ class ActorSystem:
         if pool is None or pool.busy():
             return False
         refs = [*self._supervisors, self._timer]
-        return all(ref.actor_inbox.empty() for ref in refs)
+        if not all(ref.actor_inbox.empty() for ref in refs):
+            return False
+        # A supervisor may be mid-message with an empty inbox, its timer and pipe writes not yet
+        # sent: a no-op ask (a cancel for no execution; it reads no clock) returns only after it
+        # has finished and flushed. Then look again.
+        for ref in self._supervisors:
+            ref.ask(CancelExecution(-1), timeout=2)
+        return not pool.busy() and all(ref.actor_inbox.empty() for ref in refs)
 
     def _teardown(self) -> None:
         detach = getattr(self._clock, "detach_idle_probe", None)
@@ -332,6 +341,8 @@ class ActorSystem:
                 start_to_close_timeout=stc,
                 retry_policy=policy[1],
                 throttle=throttle,
+                info_timeouts=(config.heartbeat, config.schedule_to_close, config.start_to_close),
+                policy_fields=policy[2],
             )
             supervisor = self._supervisors[shard]
             supervisor.tell(NewExecution(record))
@@ -507,8 +518,27 @@ def _normalise(
     return s2c, s2s, stc, hb
 
 
-def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, RetryPolicy]:
-    """R20-R24: validate and fill in defaults; returns the machine's and info()'s views."""
+_policy_cache: Dict[int, Tuple[RetryPolicy, Tuple[EffectivePolicy, RetryPolicy, tuple]]] = {}
+_POLICY_CACHE_SIZE = 256
+
+
+def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, RetryPolicy, tuple]:
+    """R20-R24: validate and fill in defaults; returns the machine's, info()'s and the wire's views.
+
+    RetryPolicy is frozen, so the result is cached per policy object (callers usually pass the
+    same one, or none); the cache holds the policy itself so its id cannot be reused.
+    """
+    cached = _policy_cache.get(id(policy))
+    if cached is not None and cached[0] is policy:
+        return cached[1]
+    result = _compute_effective_policy(policy)
+    if len(_policy_cache) >= _POLICY_CACHE_SIZE:
+        _policy_cache.clear()
+    _policy_cache[id(policy)] = (policy, result)
+    return result
+
+
+def _compute_effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, RetryPolicy, tuple]:
     if policy is None:
         policy = RetryPolicy()
     if not isinstance(policy, RetryPolicy):
@@ -522,7 +552,9 @@ def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, R
         maximum_attempts=full.maximum_attempts,
         non_retryable_error_types=tuple(full.non_retryable_error_types or ()),
     )
-    return effective, full
+    fields = (effective.initial_interval, effective.backoff_coefficient, effective.maximum_interval,
+              effective.maximum_attempts, effective.non_retryable_error_types)
+    return effective, full, fields
 
 
 def _call_args(arg: Any, args: Sequence[Any]) -> tuple:

@@ -87,21 +87,53 @@ class _Tick:
 _TICK = _Tick()
 
 
-class _DeadlineInbox(queue.Queue):
-    """An inbox whose ``get`` returns a tick when the next deadline is due."""
+_LAZY_LIMIT = 1024  # queued lazy batches that wake the timer anyway, bounding the inbox
 
-    def __init__(self, sleep_time: Callable[[], Optional[float]]) -> None:
+
+class _DeadlineInbox(queue.Queue):
+    """An inbox whose ``get`` returns a tick when the next deadline is due.
+
+    With ``lazy`` on, a ``TimerBatch`` that only cancels timers or adds deadlines no earlier than
+    the one the thread already sleeps towards is queued *without waking the thread*: it is
+    handled when the thread wakes anyway. Most timers are cancelled long before they are due
+    (a start-to-close timer of an attempt that succeeds), so on the hot path the timer thread
+    does not compete for the GIL at all.
+    """
+
+    def __init__(self, next_deadline: Callable[[], Optional[float]], clock: Clock, lazy: bool) -> None:
         super().__init__()
-        self._sleep_time = sleep_time
+        self._next_deadline = next_deadline
+        self._clock = clock
+        self._lazy = lazy
+        self._wake_at: Optional[float] = None  # the deadline the thread sleeps towards
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
-        wait = self._sleep_time()
-        if wait is None:
+        deadline = self._next_deadline()
+        with self.mutex:
+            self._wake_at = deadline
+        if deadline is None:
             return super().get()
         try:
-            return super().get(timeout=max(wait, 0.0))
+            return super().get(timeout=self._clock.deadline_to_sleep_time(deadline))
         except queue.Empty:
             return Envelope(_TICK)
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        if not self._lazy:
+            super().put(item)
+            return
+        with self.mutex:
+            self._put(item)
+            self.unfinished_tasks += 1
+            if self._qsize() >= _LAZY_LIMIT or self._urgent(item.message):
+                self.not_empty.notify()
+
+    def _urgent(self, message: Any) -> bool:
+        """Mutex held. Must the thread wake for this message before its current deadline?"""
+        if not isinstance(message, TimerBatch) or self._wake_at is None:
+            return True
+        wake_at = self._wake_at
+        return any(deadline < wake_at for _, deadline, _ in message.adds)
 
 
 class TimerActor(pykka.ThreadingActor):
@@ -113,8 +145,10 @@ class TimerActor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, clock: Clock, deliver: Callable[[List[Tuple[Hashable, float]]], None]) -> None:
+    def __init__(self, clock: Clock, deliver: Callable[[List[Tuple[Hashable, float]]], None],
+                 lazy: bool = True) -> None:
         self._clock = clock
+        self._lazy = lazy
         self._deliver = deliver
         self._map = DeadlineMap()
         self._fired = 0
@@ -123,11 +157,7 @@ class TimerActor(pykka.ThreadingActor):
         self._waker = lambda: self.actor_inbox.put(Envelope(_TICK))
 
     def _create_actor_inbox(self) -> _DeadlineInbox:  # type: ignore[override]
-        return _DeadlineInbox(self._sleep_time)
-
-    def _sleep_time(self) -> Optional[float]:
-        deadline = self._map.next_deadline()
-        return None if deadline is None else self._clock.deadline_to_sleep_time(deadline)
+        return _DeadlineInbox(self._map.next_deadline, self._clock, self._lazy)
 
     def on_start(self) -> None:
         self._clock.add_waker(self._waker)

@@ -290,7 +290,10 @@ class ExecutionStateMachine:
         self.retry_state: Optional[RetryState] = None
         self.outcome: Optional[str] = None  # "completed" | "failed" | "timed_out" | "cancelled"
         self._last_retry_failure: Optional[BaseException] = None  # R17
-        self._timers: dict = {}  # kind -> attempt of the timers this machine has started
+        # What closed the execution unless it completed; kept for its history even when the
+        # caller was resolved earlier (TRY_CANCEL, ABANDON) and so gets no RejectCaller now.
+        self.final_failure: Optional[BaseException] = None
+        self._timers: dict = {}  # kind -> (attempt, deadline) of the timers this machine has started
         self._out: List[Command] = []
 
     # -- public -----------------------------------------------------------------------------
@@ -366,8 +369,11 @@ class ExecutionStateMachine:
 
     def _on_timer(self, event: TimerFired, now: float) -> None:
         kind = event.kind
-        if self._timers.get(kind) != event.attempt:
+        current = self._timers.get(kind)
+        if current is None or current[0] != event.attempt:
             return  # stale timer (STYLE.md 2.3)
+        if now < current[1]:
+            return  # an earlier deadline of a timer re-armed since (R9: a heartbeat raced the firing)
         del self._timers[kind]
         if kind is TimerKind.SCHEDULE_TO_CLOSE:
             self._schedule_to_close_fired()
@@ -457,11 +463,13 @@ class ExecutionStateMachine:
         else:
             message, outcome = "Activity task failed", "failed"
         self.retry_state = retry_state
+        self.final_failure = failure
         self._close(outcome, None if attempt_over else "closed")
         self._reject(message, retry_state, failure)
 
     def _finish_cancelled(self, cause: CancelledError, attempt_over: bool = False) -> None:
         self.retry_state = RetryState.CANCEL_REQUESTED
+        self.final_failure = cause
         self._close("cancelled", None if attempt_over else "closed")
         self._reject("Activity cancelled", RetryState.CANCEL_REQUESTED, cause)
 
@@ -482,7 +490,7 @@ class ExecutionStateMachine:
             self._out.append(WithdrawAttempt(self.attempt))
         elif self.state is State.RUNNING and stop_reason is not None:
             self._out.append(StopAttempt(self.attempt, stop_reason))
-        for kind, attempt in list(self._timers.items()):
+        for kind, (attempt, _) in list(self._timers.items()):
             self._out.append(CancelTimer(kind, attempt))
         self._timers.clear()
         self.state = State.CLOSED
@@ -521,13 +529,13 @@ class ExecutionStateMachine:
         return self.state is State.RUNNING and attempt == self.attempt
 
     def _start_timer(self, kind: TimerKind, attempt: int, deadline: float) -> None:
-        self._timers[kind] = attempt
+        self._timers[kind] = (attempt, deadline)
         self._out.append(StartTimer(kind, attempt, deadline))
 
     def _cancel_timer(self, kind: TimerKind) -> None:
-        attempt = self._timers.pop(kind, None)
-        if attempt is not None:
-            self._out.append(CancelTimer(kind, attempt))
+        entry = self._timers.pop(kind, None)
+        if entry is not None:
+            self._out.append(CancelTimer(kind, entry[0]))
 
     def _absorb_late(self, event: Event) -> List[Command]:
         """R5: a closed execution ignores everything, but a stray start must still be stopped."""

@@ -93,12 +93,15 @@ class FailureError(ActorflowError):
     def __reduce__(self) -> Any:
         # Exceptions with keyword-only constructors do not survive pickle's default path
         # (STYLE.md pitfall 9); rebuild through __dict__ instead.
-        return (_rebuild_failure, (type(self), self.__dict__, self.__cause__))
+        # ``args`` travel too: ApplicationError's str() is "<type>: <message>" (R38).
+        return (_rebuild_failure, (type(self), self.__dict__, self.__cause__, self.args))
 
 
-def _rebuild_failure(cls: type, state: dict, cause: BaseException | None) -> FailureError:
+def _rebuild_failure(
+    cls: type, state: dict, cause: BaseException | None, args: tuple | None = None
+) -> FailureError:
     obj = cls.__new__(cls)
-    Exception.__init__(obj, state.get("_message", ""))
+    Exception.__init__(obj, *(args if args is not None else (state.get("_message", ""),)))
     obj.__dict__.update(state)
     obj.__cause__ = cause
     return obj

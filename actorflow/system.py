@@ -310,8 +310,7 @@ class ActorSystem:
             args_bytes = _serde.dumps(call_args)
         except Exception as exc:
             raise TypeError(f"the arguments of activity {name!r} cannot be pickled: {exc}") from exc
-        throttle = min(hb.total_seconds() * 0.8 if hb else self._default_throttle.total_seconds(),
-                       self._max_throttle.total_seconds())  # R49
+        throttle = heartbeat_throttle_interval(hb, self._default_throttle, self._max_throttle)
         with self._lock:
             self._check_running()
             exec_id = next(self._ids)
@@ -522,6 +521,13 @@ _policy_cache: Dict[int, Tuple[RetryPolicy, Tuple[EffectivePolicy, RetryPolicy, 
 _POLICY_CACHE_SIZE = 256
 
 
+def heartbeat_throttle_interval(heartbeat_timeout: Optional[timedelta], default: timedelta,
+                                maximum: timedelta) -> float:
+    """R49: min(0.8 x heartbeat_timeout, or ``default`` when unset; ``maximum``), in seconds."""
+    base = heartbeat_timeout.total_seconds() * 0.8 if heartbeat_timeout else default.total_seconds()
+    return min(base, maximum.total_seconds())
+
+
 def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, RetryPolicy, tuple]:
     """R20-R24: validate and fill in defaults; returns the machine's, info()'s and the wire's views.
 
@@ -529,8 +535,9 @@ def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, R
     same one, or none); the cache holds the policy itself so its id cannot be reused.
     """
     cached = _policy_cache.get(id(policy))
-    if cached is not None and cached[0] is policy:
-        return cached[1]
+    if (cached is not None and cached[0] is policy
+            and cached[1][2][4] == tuple(policy.non_retryable_error_types or ())):
+        return cached[1]  # (a list of error types may have been changed in place since)
     result = _compute_effective_policy(policy)
     if len(_policy_cache) >= _POLICY_CACHE_SIZE:
         _policy_cache.clear()

@@ -536,7 +536,7 @@ def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, R
     """
     cached = _policy_cache.get(id(policy))
     if (cached is not None and cached[0] is policy
-            and cached[1][2][4] == tuple(policy.non_retryable_error_types or ())):
+            and cached[1][2][4] == tuple(getattr(policy, "non_retryable_error_types", None) or ())):
         return cached[1]  # (a list of error types may have been changed in place since)
     result = _compute_effective_policy(policy)
     if len(_policy_cache) >= _POLICY_CACHE_SIZE:

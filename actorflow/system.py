@@ -65,6 +65,7 @@ class SystemStatistics:
     queued_attempts: int
     running_attempts: int
     workers: int
+    workers_ready: int
     worker_restarts: int
     pending_timers: int
 
@@ -439,6 +440,7 @@ class ActorSystem:
             queued_attempts=pool.queued,
             running_attempts=pool.running,
             workers=pool.workers,
+            workers_ready=pool.workers_ready,
             worker_restarts=pool.worker_restarts,
             pending_timers=timers.pending,
         )

@@ -129,7 +129,7 @@ class _Heartbeater:
 
 
 class _Attempt:
-    __slots__ = ("exec_id", "number", "ctx", "is_async", "task", "thread_id", "fn_running",
+    __slots__ = ("exec_id", "number", "ctx", "is_async", "task", "thread_id", "fn_running", "injected",
                  "lock", "heartbeater", "encode_failure", "reported")
 
     def __init__(self, exec_id: int, number: int, is_async: bool) -> None:
@@ -140,6 +140,7 @@ class _Attempt:
         self.task: Optional[asyncio.Task] = None
         self.thread_id: Optional[int] = None
         self.fn_running = False
+        self.injected = False  # a CancelledError was injected into the activity's thread (D4)
         self.lock = threading.Lock()
         self.heartbeater: Optional[_Heartbeater] = None
         self.encode_failure: Optional[_serde.FailureData] = None
@@ -244,10 +245,15 @@ class _WorkerRuntime:
         attempt = _Attempt(exec_id, number, is_async)
         try:
             args = _serde.loads(args_bytes)
-            details_bytes = info_fields[6]
-            details = list(_serde.loads(details_bytes)) if details_bytes is not None else []
         except Exception as exc:  # noqa: BLE001 - R44: retryable
             self._report_early_failure(exec_id, number, exc, "Failed decoding arguments")
+            return
+        try:
+            details_bytes = info_fields[6]
+            details = list(_serde.loads(details_bytes)) if details_bytes is not None else []
+        except Exception as exc:  # noqa: BLE001 - R44: not retryable, every attempt would see them
+            self._report_early_failure(exec_id, number, exc, "Failed decoding heartbeat details",
+                                       non_retryable=True)
             return
         info = _info(info_fields, details)
         attempt.heartbeater = _Heartbeater(self, attempt, throttle)
@@ -261,9 +267,11 @@ class _WorkerRuntime:
                 self._pool = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="actorflow-activity")
             self._pool.submit(self._run_sync, attempt, fn, args)
 
-    def _report_early_failure(self, exec_id: int, number: int, exc: Exception, message: str) -> None:
+    def _report_early_failure(self, exec_id: int, number: int, exc: Exception, message: str,
+                              non_retryable: bool = False) -> None:
         data = _serde.failure_to_data(exc)
-        data = data._replace(message=f"{message}: {data.message}", cause=None)
+        data = data._replace(message=f"{message}: {data.message}", cause=None,
+                             non_retryable=data.non_retryable or non_retryable)
         self.send((FAILED, exec_id, number, data, None))
 
     async def _run_async(self, attempt: _Attempt, fn: Callable[..., Any], args: tuple) -> Any:
@@ -281,22 +289,32 @@ class _WorkerRuntime:
             self._finish(attempt, True, task.result())
 
     def _run_sync(self, attempt: _Attempt, fn: Callable[..., Any], args: tuple) -> None:
-        """Runs on a worker thread. An injected CancelledError may surface anywhere in the try."""
+        """Runs on a worker thread. An injected CancelledError may surface anywhere in the try.
+
+        ``_cancel`` injects only while ``fn_running`` is set, under ``attempt.lock``; both ends of
+        that window are decided under the same lock here, and an injection that has not surfaced
+        by the time ``fn`` returns is withdrawn, so it can never escape the try and cost the
+        attempt its report (R64: injection happens only while the activity function runs).
+        """
         ok, value = False, None
         token = _current.set(attempt.ctx)
         try:
             try:
                 with attempt.lock:
                     attempt.thread_id = threading.get_ident()
-                    attempt.fn_running = True
-                if attempt.ctx.cancel_reason is not None:
-                    raise CancelledError()
+                    cancelled_already = attempt.ctx.cancel_reason is not None
+                    attempt.fn_running = not cancelled_already
+                if cancelled_already:
+                    raise CancelledError()  # cancelled while it waited for a thread (R84)
                 try:
                     value = fn(*args)
                     ok = True
                 finally:
                     with attempt.lock:
                         attempt.fn_running = False
+                        if attempt.injected:  # a NULL exception withdraws one still pending
+                            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                                ctypes.c_ulong(attempt.thread_id), None)
             except BaseException as exc:  # noqa: BLE001 - every outcome is reported
                 ok, value = False, exc
         finally:
@@ -314,6 +332,7 @@ class _WorkerRuntime:
             return
         with attempt.lock:
             if attempt.fn_running and attempt.thread_id is not None:
+                attempt.injected = True
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(attempt.thread_id), ctypes.py_object(CancelledError)
                 )

@@ -266,7 +266,13 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _record_history(self, record: ExecutionRecord, event: Any, now: float, before: tuple,
                         commands: List[Any]) -> None:
-        """Append what ``event`` did to the execution's history (history.py)."""
+        """Append what ``event`` did to the execution's history (history.py).
+
+        A timer event is fed at its deadline; if it is handled after later events were recorded,
+        it takes their time, so the history's times never run backwards.
+        """
+        if record.history and record.history[-1][0] > now:
+            now = record.history[-1][0]
         machine = record.machine
         state_before, attempt_before, cancel_before = before
         kind = type(event)

@@ -185,7 +185,10 @@ def test_s10_resuming_from_heartbeat_details(journals) -> None:
         }
         for kind, handle in handles.items():
             assert handle.result(timeout=10) == "final count: 36", kind
-            about(time.monotonic() - t0, 1.4, 0.5, f"{kind}: success")
+            # Backoffs are honoured (lower bound); the upper bound allows a cold worker's first
+            # import under a loaded machine.
+            elapsed = time.monotonic() - t0
+            assert 1.4 - 0.05 <= elapsed <= 1.4 + 1.5, f"{kind}: success at {elapsed:.3f} s"
             starts = read_notes(journals(kind), "start")
             assert [(n["attempt"], n["seen"]) for n in starts] == [(1, []), (2, [9]), (3, [18]), (4, [27])]
 

@@ -165,10 +165,22 @@ class _WorkerRuntime:
 
     def run(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self._warm_up()
         self.loop.add_reader(self.conn.fileno(), self._on_readable)
         self._write([(READY, os.getpid())])
         self.loop.run_forever()
         os._exit(0)
+
+    def _warm_up(self) -> None:
+        """Before READY: import the registered activities and start one activity thread, so a
+        first attempt does not pay for them inside its start-to-close budget."""
+        for name in self._registry_bytes:
+            try:
+                self._function(name, None)
+            except Exception:  # noqa: BLE001 - reported by the attempt that needs it (R44)
+                pass
+        self._pool = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="actorflow-activity")
+        self._pool.submit(lambda: None).result()
 
     def _on_readable(self) -> None:
         try:

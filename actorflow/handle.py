@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Callable, Generator, Generic, List, Optional, TypeVar
 
 from . import _serde
+from .exceptions import ActorflowError
 from .history import HistoryEvent, to_events
 
 __all__ = ["ActivityHandle"]
@@ -85,7 +86,14 @@ class ActivityHandle(Generic[T]):
 
     def _decode(self, data: bytes) -> T:
         if self._value is _UNSET:
-            self._value = _serde.loads(data)
+            try:
+                self._value = _serde.loads(data)
+            except Exception as exc:
+                raise ActorflowError(
+                    f"the result of activity {self._activity_type!r} (id {self._activity_id!r}) was "
+                    f"pickled by the worker but cannot be unpickled here: {exc!r}; make its class "
+                    "importable in the calling process"
+                ) from exc
         return self._value
 
     def __await__(self) -> Generator[Any, None, T]:

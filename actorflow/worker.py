@@ -20,6 +20,7 @@ import multiprocessing.connection
 import os
 import pickle
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -112,6 +113,13 @@ class WorkerPool:
 
     def start(self, timeout: float = 60.0) -> None:
         """Spawn the workers and wait until each is ready (or the pool is broken)."""
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_file is not None and not os.path.exists(main_file):
+            raise RuntimeError(
+                f"cannot start worker processes: the main program ({main_file}) is not a file that "
+                "spawned workers can import again (a program read from stdin, for example); save "
+                "it to a .py file, or run it with `python -c` or `python -m`"
+            )
         with self._lock:
             for index in range(self._size):
                 self._workers.append(self._spawn(index))

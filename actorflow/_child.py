@@ -15,6 +15,7 @@ import asyncio
 import ctypes
 import os
 import pickle
+import select
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -166,6 +167,8 @@ class _WorkerRuntime:
     def run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self._warm_up()
+        self._poller = select.poll()
+        self._poller.register(self.conn.fileno(), select.POLLIN)
         self.loop.add_reader(self.conn.fileno(), self._on_readable)
         self._write([(READY, os.getpid())])
         self.loop.run_forever()
@@ -184,7 +187,7 @@ class _WorkerRuntime:
 
     def _on_readable(self) -> None:
         try:
-            while self.conn.poll():
+            while self._poller.poll(0):  # Connection.poll() would build a selector per call
                 for message in pickle.loads(self.conn.recv_bytes()):
                     self._handle(message)
         except (EOFError, OSError):

@@ -1,6 +1,6 @@
 """``ActivityHandle``: the caller's view of one execution (API.md).
 
-The handle wraps a ``concurrent.futures.Future`` that the supervisor settles directly (no relay
+The handle wraps an ``Outcome`` (a slim one-shot future) that the supervisor settles directly (no relay
 thread), so it can be awaited from asyncio and waited on from plain threads alike. Results stay
 pickled bytes until the caller asks for them, which keeps decoding off the supervisor's thread.
 """
@@ -8,11 +8,11 @@ pickled bytes until the caller asks for them, which keeps decoding off the super
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from datetime import datetime
 from typing import Any, Callable, Generator, Generic, List, Optional, TypeVar
 
 from . import _serde
+from ._outcome import Outcome
 from .exceptions import ActorflowError
 from .history import HistoryEvent, to_events
 
@@ -29,7 +29,7 @@ class ActivityHandle(Generic[T]):
         self,
         activity_id: str,
         activity_type: str,
-        future: concurrent.futures.Future,
+        future: Outcome,
         request_cancel: Callable[[], None],
         history: Optional[List[Any]] = None,
         to_datetime: Optional[Callable[[float], datetime]] = None,
@@ -103,7 +103,7 @@ class ActivityHandle(Generic[T]):
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
 
-        def transfer(source: concurrent.futures.Future) -> None:
+        def transfer(source: Outcome) -> None:
             def settle() -> None:
                 if not waiter.done():
                     waiter.set_result(None)

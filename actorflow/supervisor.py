@@ -9,7 +9,6 @@ while handling one message are sent to the timer actor as one batch.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from ._messages import (
     TimersFired,
     WorkerReports,
 )
+from ._outcome import Outcome
 from .clock import Clock
 from .common import RetryPolicy
 from .exceptions import ActivityError, ApplicationError, InternalError, RetryState
@@ -76,7 +76,7 @@ class ExecutionRecord:
     exec_id: int
     shard: int
     machine: ExecutionStateMachine
-    future: concurrent.futures.Future
+    future: Outcome
     fn_name: str
     fn_bytes: Optional[bytes]
     args_bytes: bytes
@@ -112,7 +112,7 @@ class SupervisorActor(pykka.ThreadingActor):
         self._closed: Dict[str, int] = {}  # "completed", "failed", "cancelled", "timed_out:<TYPE>"
         self._outbox: Dict[Any, list] = {}  # worker -> messages not yet written to its pipe
         self._held = 0  # messages handled since the last flush
-        self._settlements: List[Tuple[concurrent.futures.Future, Any, Optional[BaseException]]] = []
+        self._settlements: List[Tuple[Outcome, Any, Optional[BaseException]]] = []
         self._handlers = {
             NewExecution: self._on_new,
             CancelExecution: self._on_cancel,
@@ -420,14 +420,6 @@ class SupervisorActor(pykka.ThreadingActor):
         return counts
 
 
-def _settle(future: concurrent.futures.Future, *, result: Any = None, error: Optional[BaseException] = None) -> None:
-    """Resolve a caller's future exactly once (R5)."""
-    if future.done():
-        return
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass
+def _settle(future: Outcome, *, result: Any = None, error: Optional[BaseException] = None) -> None:
+    """Resolve a caller's outcome exactly once (R5)."""
+    future.set(result, error)

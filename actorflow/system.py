@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import contextvars
 import itertools
 import logging
@@ -31,6 +30,7 @@ from .activity import _definition_of
 from .clock import Clock, SystemClock
 from .common import ActivityCancellationType, RetryPolicy
 from .exceptions import WorkerPoolBrokenError
+from ._outcome import Outcome
 from .handle import ActivityHandle
 from .supervisor import ExecutionRecord, SupervisorActor
 from .timer import TimerActor
@@ -325,7 +325,7 @@ class ActorSystem:
                 policy=policy[0],
                 cancellation_type=int(cancellation_type),
             )
-            future: concurrent.futures.Future = concurrent.futures.Future()
+            future = Outcome()
             shard = exec_id % self._shards
             record = ExecutionRecord(
                 exec_id=exec_id,

@@ -1,0 +1,474 @@
+"""Profile the parent process on the hot paths (see docs/performance.md).
+
+1. Sampled, every thread of the parent, with py-spy (``pip install py-spy``):
+
+       py-spy record --threads --gil --rate 1000 --format raw -o /tmp/rt.txt -- \\
+           python benchmarks/profile_hotpath.py roundtrip --seconds 15 --threads-out /tmp/rt.threads.json
+       python benchmarks/profile_hotpath.py report /tmp/rt.txt --threads /tmp/rt.threads.json
+
+   ``--gil`` keeps only samples of the thread holding the GIL, i.e. where the parent's one
+   usable core goes; ``roundtrip`` keeps one no-op in flight, ``throughput`` submits bursts.
+
+2. ``timeline``: one no-op in flight, the median time between consecutive stages of its path.
+3. ``cpu``: thread CPU time of each parent component alone (caller, supervisor, reader).
+4. ``memory``: tracemalloc bytes per execution parked in backoff, by allocating line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import sys
+import threading
+import time
+from datetime import timedelta
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+STC = timedelta(seconds=60)
+
+
+def _workload(mode: str, seconds: float, threads_out: str | None) -> None:
+    from actorflow import ActorSystem
+
+    import bench_activities as acts
+
+    with ActorSystem(activities=[acts.noop], workers=2) as system:
+        for i in range(500):
+            system.start_activity(acts.noop, i, start_to_close_timeout=STC).result()
+        if threads_out:
+            with open(threads_out, "w") as f:
+                json.dump({str(t.native_id): t.name for t in threading.enumerate()}, f)
+        deadline = time.monotonic() + seconds
+        n = 0
+        t0 = time.perf_counter()
+        while time.monotonic() < deadline:
+            if mode == "roundtrip":
+                for i in range(200):
+                    system.start_activity(acts.noop, i, start_to_close_timeout=STC).result()
+                n += 200
+            else:
+                handles = [system.start_activity(acts.noop, i, start_to_close_timeout=STC) for i in range(5000)]
+                for h in handles:
+                    h.result()
+                n += 5000
+        elapsed = time.perf_counter() - t0
+    print(json.dumps({"mode": mode, "executions": n, "seconds": elapsed, "us_per_execution": elapsed / n * 1e6}))
+
+
+# -- timeline ---------------------------------------------------------------------------------
+
+
+def _timeline(n: int, use_async: bool) -> None:
+    """One no-op in flight; timestamps at each stage of the parent's path (monkeypatched here,
+    in this process only) and inside the activity (perf_counter is CLOCK_MONOTONIC, shared by
+    all processes on Linux). Prints the median time spent between consecutive stages."""
+    import multiprocessing.connection
+    import statistics
+
+    import actorflow.supervisor as sup_mod
+    import actorflow.system as sys_mod
+    import actorflow.worker as worker_mod
+    from actorflow import ActorSystem
+    from actorflow._messages import NewExecution, WorkerReports
+
+    import bench_activities as acts
+
+    clock = time.perf_counter
+    marks: dict = {}
+
+    orig_receive = sup_mod.SupervisorActor.on_receive
+
+    def on_receive(self, message):
+        kind = type(message)
+        if kind is NewExecution:
+            marks.setdefault("supervisor got NewExecution", clock())
+        elif kind is WorkerReports:
+            marks.setdefault("supervisor got WorkerReports", clock())
+        return orig_receive(self, message)
+
+    orig_send = worker_mod.WorkerPool._send
+
+    def send(self, worker, messages):
+        marks.setdefault("pipe write start", clock())
+        try:
+            return orig_send(self, worker, messages)
+        finally:
+            marks.setdefault("pipe write done", clock())
+
+    orig_wait = multiprocessing.connection.wait
+
+    def wait(*a, **k):
+        ready = orig_wait(*a, **k)
+        marks.setdefault("reader woke", clock())
+        return ready
+
+    import selectors
+
+    orig_select = selectors.DefaultSelector.select
+
+    def select(self, timeout=None):
+        ready = orig_select(self, timeout)
+        marks.setdefault("reader woke", clock())
+        return ready
+
+    selectors.DefaultSelector.select = select  # in case the reader keeps a selector of its own
+    orig_route = sys_mod.ActorSystem._route_reports
+
+    def route(self, reports, dispatches):
+        marks.setdefault("reader tells supervisor", clock())
+        return orig_route(self, reports, dispatches)
+
+    orig_settle = sup_mod._settle
+
+    def settle(future, **kw):
+        marks.setdefault("supervisor settles future", clock())
+        return orig_settle(future, **kw)
+
+    sup_mod.SupervisorActor.on_receive = on_receive
+    worker_mod.WorkerPool._send = send
+    multiprocessing.connection.wait = wait
+    sys_mod.ActorSystem._route_reports = route
+    sup_mod._settle = settle
+    order = ["start_activity called", "start_activity returned", "supervisor got NewExecution",
+             "pipe write start", "pipe write done", "activity runs (child)", "reader woke",
+             "reader tells supervisor", "supervisor got WorkerReports", "supervisor settles future",
+             "caller has result"]
+    gaps = collections.defaultdict(list)
+    totals = []
+    fn = acts.stamp_async if use_async else acts.stamp
+    with ActorSystem(activities=[acts.stamp, acts.stamp_async], workers=2) as system:
+        for i in range(n + 200):
+            time.sleep(0.0005)  # let every thread go back to sleep, as between real calls
+            marks.clear()
+            t0 = clock()
+            marks["start_activity called"] = t0
+            h = system.start_activity(fn, start_to_close_timeout=STC)
+            marks["start_activity returned"] = clock()
+            in_child = h.result()
+            marks["caller has result"] = clock()
+            marks["activity runs (child)"] = in_child
+            if i < 200 or any(k not in marks for k in order):
+                continue
+            for a, b in zip(order, order[1:]):
+                gaps[f"{a} -> {b}"].append((marks[b] - marks[a]) * 1e6)
+            totals.append((marks["caller has result"] - t0) * 1e6)
+    print(f"{'async' if use_async else 'sync'} activity, {len(totals)} round trips, median us per stage:")
+    for key, values in gaps.items():
+        print(f"  {statistics.median(values):8.1f}  {key}")
+    print(f"  {statistics.median(totals):8.1f}  total (median of totals)")
+
+
+# -- cpu: deterministic CPU per execution, per component ------------------------------------------
+
+
+def _cpu(n: int) -> None:
+    """CPU each parent component spends per no-op execution, measured single-threaded (no GIL
+    contention, no thread wake-ups; CPU time of the measuring thread, so a loaded machine's
+    preemption does not count): the caller's start_activity with a stub supervisor, the
+    supervisor's two messages with a stub pool/timer, and the reader's per-wake-up work on a real
+    pipe. What this misses is the cost of the thread hops themselves (see ``timeline``)."""
+    import concurrent.futures
+    import multiprocessing
+    import multiprocessing.connection
+    import pickle
+    import statistics
+
+    import pykka
+
+    import actorflow.system as sys_mod
+    from actorflow import ActorSystem
+    from actorflow._messages import COMPLETED, NewExecution, WorkerReports
+    from actorflow.supervisor import SupervisorActor
+
+    import bench_activities as acts
+
+    clock = time.thread_time
+
+    def per_op(fn, count=n, repeat=5):
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = clock()
+            fn(count)
+            best = min(best, (clock() - t0) / count)
+        return best * 1e6
+
+    results = {}
+
+    # 1. caller: start_activity into a stub supervisor that keeps the records.
+    class StubRef:
+        def __init__(self):
+            self.items = []
+
+        def tell(self, message):
+            self.items.append(message)
+
+    system = ActorSystem(activities=[acts.noop], workers=1, supervisors=1)
+    system._state = "running"
+    stub = StubRef()
+    system._supervisors = [stub]
+
+    def start_many(count):
+        start = system.start_activity
+        for i in range(count):
+            start(acts.noop, i, start_to_close_timeout=STC)
+        stub.items.clear()
+
+    results["caller: start_activity (validate, pickle args, record, Future, handle, tell)"] = per_op(start_many)
+
+    def futures_only(count):
+        for _ in range(count):
+            concurrent.futures.Future()
+
+    results["  of which concurrent.futures.Future() (Condition + RLock)"] = per_op(futures_only)
+
+    def pickles_only(count):
+        from actorflow import _serde
+        for i in range(count):
+            _serde.dumps((i,))
+
+    results["  of which _serde.dumps(args)"] = per_op(pickles_only)
+
+    class Sink(pykka.ThreadingActor):
+        def on_receive(self, message):
+            return None
+
+    sink = Sink.start()
+
+    def tells(count):
+        for i in range(count):
+            sink.tell(i)
+        sink.ask(None)
+
+    results["  of which pykka tell (enqueue; the actor drains meanwhile)"] = per_op(tells)
+    sink.stop()
+
+    # 2. supervisor: NewExecution + WorkerReports(COMPLETED) with a stub pool and timer.
+    class StubWorker:
+        pid = 1
+
+    worker = StubWorker()
+
+    class StubPool:
+        def submit(self, key, shard):
+            return worker, system._clock.now()
+
+        def claim(self, w, key):
+            return True
+
+        def send(self, w, messages):
+            pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)  # the real send pickles
+            return True
+
+        def worker_of(self, key):
+            return worker
+
+        def withdraw(self, key):
+            return True
+
+        def release(self, key):
+            pass
+
+    class StubTimer:
+        def tell(self, message):
+            pass
+
+    actor = SupervisorActor(0, StubPool(), StubTimer(), system._clock, 5.0)
+    result_bytes = pickle.dumps(None)
+
+    def supervise(count):
+        start = system.start_activity
+        records = []
+        for i in range(count):
+            start(acts.noop, i, start_to_close_timeout=STC)
+        records = [m.record for m in stub.items]
+        stub.items.clear()
+        t0 = clock()
+        for r in records:
+            actor.on_receive(NewExecution(r))
+            actor.on_receive(WorkerReports([(COMPLETED, r.exec_id, 1, result_bytes)], ()))
+        return clock() - t0
+
+    times = []
+    for _ in range(5):
+        times.append(supervise(n) / n * 1e6)
+    results["supervisor: NewExecution + WorkerReports (machine, history, RUN pickle, settle)"] = min(times)
+
+    # 3. reader: one wake-up that brings one COMPLETED report, on real pipes (as _read_loop does).
+    a, b = multiprocessing.Pipe()
+    c, d = multiprocessing.Pipe()
+    r, w = os.pipe()
+    proc_sentinels = [os.pipe()[0], os.pipe()[0]]
+    batch = pickle.dumps([(COMPLETED, 2, 1, result_bytes)], protocol=pickle.HIGHEST_PROTOCOL)
+    lock = threading.Lock()
+    changed = threading.Condition(lock)
+    sink2 = StubRef()
+
+    def reader(count):
+        for _ in range(count):
+            b.send_bytes(batch)
+            with lock:
+                waitables = {r: 1, a: 2, c: 3, proc_sentinels[0]: 4, proc_sentinels[1]: 5}
+            ready = multiprocessing.connection.wait(list(waitables))
+            with lock:
+                pass
+            for conn in ready:
+                while conn.poll():
+                    msgs = pickle.loads(conn.recv_bytes())
+                    with lock:
+                        reports = {}
+                        for m in msgs:
+                            reports.setdefault(m[1] % 2, []).append(m)
+            for shard, reps in reports.items():
+                sink2.tell(WorkerReports(reps, ()))
+            with changed:
+                changed.notify_all()
+            sink2.items.clear()
+
+    results["reader: wait() + poll/recv/unpickle + route per wake-up"] = per_op(reader)
+
+    def waits(count):
+        objs = [r, a, c, *proc_sentinels]
+        b.send_bytes(batch)
+        for _ in range(count):
+            multiprocessing.connection.wait(objs)
+        a.recv_bytes()
+
+    results["  of which multiprocessing.connection.wait(5 objects)"] = per_op(waits)
+
+    def polls(count):
+        for _ in range(count):
+            c.poll()
+
+    results["  of which one Connection.poll() (builds a selector each call)"] = per_op(polls)
+    for k, v in results.items():
+        print(f"  {v:8.2f} us  {k}")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "cpu.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+# -- memory: what one execution in backoff keeps alive -------------------------------------------
+
+
+def _memory(n: int) -> None:
+    """tracemalloc difference between an idle system and one with ``n`` executions in backoff
+    (their handles held by the caller), grouped by the line that allocated."""
+    import gc
+    import tracemalloc
+
+    from actorflow import ActorSystem
+
+    import bench_activities as acts
+
+    with ActorSystem(activities=[acts.fail_then_succeed, acts.noop], workers=2) as system:
+        for i in range(200):
+            system.start_activity(acts.noop, i, start_to_close_timeout=STC).result()
+        gc.collect()
+        tracemalloc.start(1)
+        before = tracemalloc.take_snapshot()
+        due = time.time() + 3600
+        handles = [system.start_activity(acts.fail_then_succeed, due, start_to_close_timeout=STC)
+                   for _ in range(n)]
+        while system.statistics().retrying < n:
+            time.sleep(0.05)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        stats = after.compare_to(before, "lineno")
+        total = sum(s.size_diff for s in stats)
+        print(f"{n} executions in backoff: {total / n:,.0f} bytes each traced by tracemalloc "
+              f"({total / 2**20:,.1f} MB); by allocating line:")
+        for stat in stats[:30]:
+            frame = stat.traceback[0]
+            where = f"{os.path.relpath(frame.filename, os.path.dirname(HERE)) if 'actorflow' in frame.filename else os.path.basename(frame.filename)}:{frame.lineno}"
+            print(f"  {stat.size_diff / n:8.0f} B/exec  {stat.count_diff / n:5.2f} blocks/exec  {where}")
+        for h in handles:
+            h.cancel()
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def _frame_name(frame: str) -> str:
+    """'func (path/to/file.py:123)' -> 'func (file.py)'."""
+    if " (" not in frame:
+        return frame
+    func, _, where = frame.partition(" (")
+    return f"{func} ({where.split(':')[0].split('/')[-1]})"
+
+
+def _report(path: str, threads_path: str | None, top: int = 25) -> None:
+    """Per thread: its share of the GIL-holding samples, and the functions on its stacks
+    (inclusive: a function counts once per sample it appears in). Import-time samples are
+    dropped, so the numbers describe the steady state."""
+    names = {}
+    if threads_path and os.path.exists(threads_path):
+        with open(threads_path) as f:
+            names = json.load(f)
+    by_thread = collections.Counter()
+    inclusive = collections.defaultdict(collections.Counter)
+    leaf = collections.defaultdict(collections.Counter)
+    total = dropped = 0
+    with open(path) as f:
+        for line in f:
+            stack_text, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack_text:
+                continue
+            count = int(count)
+            frames = stack_text.split(";")
+            if any("_find_and_load" in fr or "_teardown" in fr or "ActorSystem.start " in fr for fr in frames):
+                dropped += count
+                continue
+            m = re.search(r"thread \((\w+)\)", frames[0])
+            tname = names.get(str(int(m.group(1), 0)), frames[0]) if m else frames[0]
+            total += count
+            by_thread[tname] += count
+            seen = set()
+            for fr in frames[1:]:
+                name = _frame_name(fr)
+                if name not in seen:
+                    seen.add(name)
+                    inclusive[tname][name] += count
+            if len(frames) > 1:
+                leaf[tname][frames[-1].split("/")[-1]] += count
+    print(f"samples: {total} (dropped {dropped} from imports, start-up and teardown)")
+    for tname, c in by_thread.most_common():
+        print(f"\n== {tname}: {c / total:.1%} of samples")
+        for name, cc in inclusive[tname].most_common(top):
+            if name.startswith(("Thread.", "Actor._actor_loop", "<module>", "main (profile_hotpath")):
+                continue
+            print(f"   {cc / total:6.1%}  {name}")
+        print("   -- self time (leaf lines):")
+        for name, cc in leaf[tname].most_common(8):
+            print(f"   {cc / total:6.1%}  {name}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["roundtrip", "throughput", "report", "timeline", "cpu", "memory"])
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--async", dest="use_async", action="store_true")
+    p.add_argument("path", nargs="?")
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--threads-out")
+    p.add_argument("--threads")
+    args = p.parse_args()
+    if args.mode == "report":
+        _report(args.path, args.threads)
+    elif args.mode == "memory":
+        _memory(args.n)
+    elif args.mode == "cpu":
+        _cpu(min(args.n, 20000))
+    elif args.mode == "timeline":
+        _timeline(args.n, args.use_async)
+    else:
+        _workload(args.mode, args.seconds, args.threads_out)
+
+
+if __name__ == "__main__":
+    main()

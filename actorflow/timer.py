@@ -87,17 +87,19 @@ class _Tick:
 _TICK = _Tick()
 
 
-_LAZY_LIMIT = 1024  # queued lazy batches that wake the timer anyway, bounding the inbox
+_LAZY_LIMIT = 4096  # deferred timer keys that wake the timer anyway, bounding memory
 
 
 class _DeadlineInbox(queue.Queue):
     """An inbox whose ``get`` returns a tick when the next deadline is due.
 
     With ``lazy`` on, a ``TimerBatch`` that only cancels timers or adds deadlines no earlier than
-    the one the thread already sleeps towards is queued *without waking the thread*: it is
-    handled when the thread wakes anyway. Most timers are cancelled long before they are due
-    (a start-to-close timer of an attempt that succeeds), so on the hot path the timer thread
-    does not compete for the GIL at all.
+    the one the thread already sleeps towards does *not wake the thread*: its operations are
+    merged into a per-key dict (the last operation on a key wins, so an attempt's start-to-close
+    add and its cancel collapse into one entry) and handed over when the thread wakes anyway, or
+    ahead of the next message that must wake it, so operations keep their order. Most timers are
+    cancelled long before they are due, so on the hot path the timer thread does not compete for
+    the GIL at all.
     """
 
     def __init__(self, next_deadline: Callable[[], Optional[float]], clock: Clock, lazy: bool) -> None:
@@ -106,27 +108,56 @@ class _DeadlineInbox(queue.Queue):
         self._clock = clock
         self._lazy = lazy
         self._wake_at: Optional[float] = None  # the deadline the thread sleeps towards
+        self._deferred: Dict[Hashable, Optional[Tuple[float, int]]] = {}  # key -> add or cancel
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
         deadline = self._next_deadline()
         with self.mutex:
+            deferred = self._take_deferred()
+            if deferred is not None:
+                return Envelope(deferred)  # awake anyway: apply what was deferred first
             self._wake_at = deadline
         if deadline is None:
             return super().get()
         try:
             return super().get(timeout=self._clock.deadline_to_sleep_time(deadline))
         except queue.Empty:
-            return Envelope(_TICK)
+            with self.mutex:
+                batch = self._take_deferred()
+            # deferred cancels are applied before anything fires
+            return Envelope(batch if batch is not None else _TICK)
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         if not self._lazy:
             super().put(item)
             return
         with self.mutex:
+            message = item.message
+            if not self._urgent(message):
+                for key, deadline, priority in message.adds:
+                    self._deferred[key] = (deadline, priority)
+                for key in message.cancels:
+                    self._deferred[key] = None
+                if len(self._deferred) < _LAZY_LIMIT:
+                    return
+                item = Envelope(self._take_deferred())
+            else:
+                deferred = self._take_deferred()
+                if deferred is not None:
+                    self._put(Envelope(deferred))
+                    self.unfinished_tasks += 1
             self._put(item)
             self.unfinished_tasks += 1
-            if self._qsize() >= _LAZY_LIMIT or self._urgent(item.message):
-                self.not_empty.notify()
+            self.not_empty.notify()
+
+    def _take_deferred(self) -> Optional["TimerBatch"]:
+        """Mutex held. The deferred operations as one batch (each key once), or None."""
+        if not self._deferred:
+            return None
+        deferred, self._deferred = self._deferred, {}
+        adds = [(key, op[0], op[1]) for key, op in deferred.items() if op is not None]
+        cancels = [key for key, op in deferred.items() if op is None]
+        return TimerBatch(adds, cancels)
 
     def _urgent(self, message: Any) -> bool:
         """Mutex held. Must the thread wake for this message before its current deadline?"""

@@ -1,0 +1,84 @@
+"""TimerActor on a real thread (STYLE.md 2.15 actors layer): firing order, lazy wake-ups."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from actorflow.clock import SystemClock
+from actorflow.timer import TimerActor, TimerBatch
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.fired: list = []
+        self.event = threading.Event()
+
+    def __call__(self, due) -> None:
+        self.fired.extend(key for key, _ in due)
+        self.event.set()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(self.fired) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return len(self.fired) >= count
+
+
+@pytest.fixture(params=[True, False], ids=["lazy", "eager"])
+def timer(request):
+    clock = SystemClock()
+    recorder = _Recorder()
+    ref = TimerActor.start(clock, recorder, lazy=request.param)
+    yield ref, clock, recorder
+    ref.stop(block=True, timeout=5)
+
+
+def test_timers_fire_in_deadline_order(timer):
+    ref, clock, recorder = timer
+    now = clock.now()
+    ref.tell(TimerBatch([("c", now + 0.15, 0), ("a", now + 0.05, 0), ("b", now + 0.10, 0)]))
+    assert recorder.wait_for(3)
+    assert recorder.fired == ["a", "b", "c"]
+
+
+def test_R14_same_deadline_fires_by_priority(timer):
+    ref, clock, recorder = timer
+    at = clock.now() + 0.05
+    ref.tell(TimerBatch([("heartbeat", at, 4), ("start_to_close", at, 1), ("schedule_to_close", at, 3)]))
+    assert recorder.wait_for(3)
+    assert recorder.fired == ["start_to_close", "schedule_to_close", "heartbeat"]
+
+
+def test_cancelled_timer_never_fires_even_when_the_cancel_is_deferred(timer):
+    ref, clock, recorder = timer
+    now = clock.now()
+    ref.tell(TimerBatch([("first", now + 0.1, 0)]))
+    time.sleep(0.02)  # the thread now sleeps towards "first"
+    ref.tell(TimerBatch([("later", now + 0.3, 0)]))  # deferred under lazy: no earlier than 0.1
+    ref.tell(TimerBatch([], ["later"]))  # deferred cancel of a deferred add
+    assert recorder.wait_for(1)
+    time.sleep(0.4)
+    assert recorder.fired == ["first"]
+
+
+def test_deferred_add_is_not_lost_when_the_map_empties(timer):
+    """A deferred add must fire even if the timer's map empties before it wakes again."""
+    ref, clock, recorder = timer
+    now = clock.now()
+    ref.tell(TimerBatch([("far", now + 0.3, 0)]))
+    time.sleep(0.02)
+    ref.tell(TimerBatch([("deferred", now + 0.4, 0)]))  # later than the current wake-up
+    ref.tell(TimerBatch([("due now", now - 1.0, 0)], ["far"]))  # urgent; then the map is empty
+    assert recorder.wait_for(2, timeout=3.0)
+    assert recorder.fired == ["due now", "deferred"]
+
+
+def test_statistics_reports_pending_timers(timer):
+    ref, clock, recorder = timer
+    ref.tell(TimerBatch([("x", clock.now() + 60, 0), ("y", clock.now() + 61, 0)], []))
+    ref.tell(TimerBatch([], ["y"]))
+    stats = ref.ask("statistics", timeout=5)
+    assert stats.pending == 1

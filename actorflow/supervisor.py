@@ -10,6 +10,7 @@ while handling one message are sent to the timer actor as one batch.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 
 KILL = 0  # timer kind of the stop_grace kill deadline (D2); not a machine timer
 _MAX_HELD = 64  # handled messages after which batched writes are flushed even in a burst
+_FLUSH = "flush"  # asks the actor's thread to write what an inline handling left in the outbox
 
 
 @dataclass
@@ -100,8 +102,12 @@ class SupervisorActor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, index: int, pool: Any, timer: pykka.ActorRef, clock: Clock, stop_grace: float) -> None:
+    def __init__(self, index: int, pool: Any, timer: pykka.ActorRef, clock: Clock, stop_grace: float,
+                 instances: Optional[List["SupervisorActor"]] = None) -> None:
         super().__init__()
+        self._processing = threading.Lock()  # held while a message is handled, on any thread
+        if instances is not None:
+            instances.append(self)
         self._index = index
         self._pool = pool
         self._timer = timer
@@ -126,26 +132,54 @@ class SupervisorActor(pykka.ThreadingActor):
     # -- messages ---------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        with self._processing:
+            try:
+                if message == "statistics":
+                    return self._statistics()
+                if message is _FLUSH:
+                    return None
+                handler = self._handlers.get(type(message))
+                if handler is None:
+                    raise TypeError(f"SupervisorActor cannot handle {message!r}")
+                handler(message)
+                return None
+            finally:
+                # Every message, whatever it is, ends with this check: writes must never be held
+                # while the inbox is empty (nothing would come to flush them).
+                self._held += 1
+                if self._held >= _MAX_HELD or self.actor_inbox.empty():
+                    self._flush()
+                self._settle_callers()
+
+    def handle_reports_inline(self, message: WorkerReports) -> bool:
+        """Runs on the pool's reader thread: handle ``message`` right here if this actor is idle.
+
+        This saves the reader-to-supervisor thread hop on the path of every result (STYLE.md 5).
+        It is the same actor logic, serialised with the actor's own thread by ``_processing``,
+        and only taken when the inbox is empty, so messages keep their order. Pipe writes are
+        left to the actor's thread (the reader must never block on a worker's pipe).
+        """
+        if not self._processing.acquire(blocking=False):
+            return False
         try:
-            if message == "statistics":
-                return self._statistics()
-            handler = self._handlers.get(type(message))
-            if handler is None:
-                raise TypeError(f"SupervisorActor cannot handle {message!r}")
-            handler(message)
-            return None
+            if not self.actor_inbox.empty():
+                return False
+            self._on_reports(message)
+            self._flush_timers()
+            if self._outbox:
+                self.actor_ref.tell(_FLUSH)
+            self._settle_callers()
+            return True
         finally:
-            # Every message, whatever it is, ends with this check: writes must never be held
-            # while the inbox is empty (nothing would come to flush them).
-            self._held += 1
-            if self._held >= _MAX_HELD or self.actor_inbox.empty():
-                self._flush()
-            # Callers are woken last, once this thread has no more work for this message, so
-            # the woken thread does not have to fight it for the GIL.
-            if self._settlements:
-                settlements, self._settlements = self._settlements, []
-                for future, result, error in settlements:
-                    _settle(future, result=result, error=error)
+            self._processing.release()
+
+    def _settle_callers(self) -> None:
+        """Wake callers last, once this thread has no more work for the message, so the woken
+        thread does not have to fight it for the GIL."""
+        if self._settlements:
+            settlements, self._settlements = self._settlements, []
+            for future, result, error in settlements:
+                _settle(future, result=result, error=error)
 
     def _flush(self) -> None:
         """Write the batched pipe messages and timer operations.

@@ -165,8 +165,10 @@ class ActorSystem:
                 restart_period=self._restart_period.total_seconds(),
                 on_broken=self._pool_broken,
             )
+            self._supervisor_actors: List[SupervisorActor] = []
             self._supervisors = [
-                SupervisorActor.start(i, self._pool, self._timer, self._clock, self._stop_grace.total_seconds())
+                SupervisorActor.start(i, self._pool, self._timer, self._clock, self._stop_grace.total_seconds(),
+                                      self._supervisor_actors)
                 for i in range(self._shards)
             ]
             self._pool.start(self._startup_timeout.total_seconds())
@@ -399,7 +401,14 @@ class ActorSystem:
     def _route_reports(self, reports: Dict[int, list], dispatches: Dict[int, list]) -> None:
         """Runs on the pool's reader thread (or a supervisor's): one tell per supervisor."""
         for shard in set(reports) | set(dispatches):
-            self._supervisors[shard].tell(WorkerReports(reports.get(shard, ()), dispatches.get(shard, ())))
+            message = WorkerReports(reports.get(shard, ()), dispatches.get(shard, ()))
+            try:
+                handled = self._supervisor_actors[shard].handle_reports_inline(message)
+            except Exception:  # an actorflow bug: keep the reader alive, as the actor would
+                log.error("internal error handling worker reports inline", exc_info=True)
+                handled = True
+            if not handled:
+                self._supervisors[shard].tell(message)
 
     def _deliver_timers(self, due: List[Tuple[Any, float]]) -> None:
         """Runs on the timer actor's thread."""

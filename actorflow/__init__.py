@@ -6,7 +6,7 @@ Layering: the pure modules (``_execution``, ``_retry``, ``_messages``, ``common`
 
 import logging
 
-from . import activity, common, exceptions, workflow
+from . import activity, common, exceptions, testing, workflow
 from .common import ActivityCancellationType, RetryPolicy
 from .exceptions import ActivityError, ApplicationError
 from .handle import ActivityHandle
@@ -27,4 +27,5 @@ __all__ = [
     "workflow",
     "common",
     "exceptions",
+    "testing",
 ]

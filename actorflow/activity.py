@@ -13,7 +13,7 @@ import contextvars
 import inspect
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, MutableMapping, Optional, Sequence, Tuple, TypeVar, overload
 

@@ -13,7 +13,6 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import pykka
@@ -58,7 +57,6 @@ from ._messages import (
 )
 from ._outcome import Outcome
 from .clock import Clock
-from .common import RetryPolicy
 from .exceptions import ActivityError, ApplicationError, InternalError, RetryState
 from .timer import TimerBatch
 
@@ -83,10 +81,6 @@ class ExecutionRecord:
     fn_bytes: Optional[bytes]
     args_bytes: bytes
     task_queue: str
-    heartbeat_timeout: Optional[timedelta]
-    schedule_to_close_timeout: Optional[timedelta]
-    start_to_close_timeout: Optional[timedelta]
-    retry_policy: RetryPolicy
     throttle: float
     details_bytes: Optional[bytes] = None
     history: List[Any] = field(default_factory=list)  # raw events, see history.py

@@ -124,6 +124,13 @@ def _timeline(n: int, use_async: bool) -> None:
         marks.setdefault("reader tells supervisor", clock())
         return orig_route(self, reports, dispatches)
 
+    orig_inline = sup_mod.SupervisorActor.handle_reports_inline
+
+    def inline(self, message):
+        marks.setdefault("supervisor got WorkerReports", clock())  # handled on the reader thread
+        return orig_inline(self, message)
+
+    sup_mod.SupervisorActor.handle_reports_inline = inline
     orig_settle = sup_mod._settle
 
     def settle(future, **kw):
@@ -177,11 +184,9 @@ def _cpu(n: int) -> None:
     import multiprocessing
     import multiprocessing.connection
     import pickle
-    import statistics
 
     import pykka
 
-    import actorflow.system as sys_mod
     from actorflow import ActorSystem
     from actorflow._messages import COMPLETED, NewExecution, WorkerReports
     from actorflow.supervisor import SupervisorActor

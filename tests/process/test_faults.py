@@ -24,7 +24,6 @@ from actorflow.exceptions import (
     RetryState,
     TimeoutError,
     TimeoutType,
-    WorkerPoolBrokenError,
 )
 
 pytestmark = pytest.mark.slow

@@ -105,7 +105,7 @@ _TIMEOUT_OF_KIND = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExecutionConfig:
     """The normalised options of one execution (R11), durations in float seconds."""
 
@@ -122,29 +122,29 @@ class ExecutionConfig:
 # ----------------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Schedule:
     """The execution is scheduled (T0 = now)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptStarted:
     attempt: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeartbeatReceived:
     attempt: int
     details: Tuple[Any, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptCompleted:
     attempt: int
     result: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptFailed:
     """The attempt raised; ``details`` are its latest heartbeat details, None if none pending."""
 
@@ -153,23 +153,23 @@ class AttemptFailed:
     details: Optional[Tuple[Any, ...]] = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     kind: TimerKind
     attempt: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     """The caller asked to cancel (handle.cancel() or its awaiting task was cancelled)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ShutdownRequested:
     """The system is shutting down: nothing new starts; running attempts get no retry (D6)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ForceClose:
     """Shutdown's last step: close whatever is still open (D6)."""
 
@@ -189,7 +189,7 @@ Event = Union[
 # ----------------------------------------------------------------------------- commands
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DispatchAttempt:
     """Queue attempt ``attempt`` for a worker slot; it was scheduled at ``scheduled_time``."""
 
@@ -197,14 +197,14 @@ class DispatchAttempt:
     scheduled_time: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WithdrawAttempt:
     """Take a queued attempt out of the queue (it never starts)."""
 
     attempt: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StopAttempt:
     """Cancel a running attempt at once and kill it if it outlives stop_grace (D2)."""
 
@@ -212,37 +212,37 @@ class StopAttempt:
     reason: str  # "timeout" | "closed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeliverCancel:
     """Deliver the caller's cancel request to the running attempt (R62: on a heartbeat)."""
 
     attempt: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StartTimer:
     kind: TimerKind
     attempt: int
     deadline: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CancelTimer:
     kind: TimerKind
     attempt: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResolveCaller:
     result: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RejectCaller:
     error: ActivityError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptRetrying:
     """Informative: attempt ``attempt`` failed with ``failure``; the next runs at ``next_time``."""
 
@@ -274,6 +274,13 @@ class ExecutionStateError(RuntimeError):
 
 class ExecutionStateMachine:
     """Decides everything about one execution. See the module docstring."""
+
+    __slots__ = (
+        "config", "state", "attempt", "scheduled_time", "attempt_scheduled_time", "started_time",
+        "heartbeat_details", "cancel_requested", "cancel_delivered", "caller_resolved",
+        "shutting_down", "retry_state", "outcome", "final_failure", "_last_retry_failure",
+        "_timers", "_out",
+    )
 
     def __init__(self, config: ExecutionConfig) -> None:
         self.config = config

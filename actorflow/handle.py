@@ -25,6 +25,9 @@ _UNSET = object()
 class ActivityHandle(Generic[T]):
     """A started execution. Do not construct directly: use ``ActorSystem.start_activity``."""
 
+    __slots__ = ("_activity_id", "_activity_type", "_future", "_request_cancel", "_value", "_history",
+                 "_to_datetime")
+
     def __init__(
         self,
         activity_id: str,

@@ -69,7 +69,7 @@ _MAX_HELD = 64  # handled messages after which batched writes are flushed even i
 _FLUSH = "flush"  # asks the actor's thread to write what an inline handling left in the outbox
 
 
-@dataclass
+@dataclass(slots=True)
 class ExecutionRecord:
     """Everything the supervisor keeps for one execution besides its machine."""
 
@@ -145,23 +145,28 @@ class SupervisorActor(pykka.ThreadingActor):
                     self._flush()
                 self._settle_callers()
 
-    def handle_reports_inline(self, message: WorkerReports) -> bool:
-        """Runs on the pool's reader thread: handle ``message`` right here if this actor is idle.
+    def handle_inline(self, message: Any, *, may_write: bool) -> bool:
+        """Handle ``message`` on the calling thread, right now, if this actor is idle.
 
-        This saves the reader-to-supervisor thread hop on the path of every result (STYLE.md 5).
-        It is the same actor logic, serialised with the actor's own thread by ``_processing``,
-        and only taken when the inbox is empty, so messages keep their order. Pipe writes are
-        left to the actor's thread (the reader must never block on a worker's pipe).
+        Used by the pool's reader thread (worker reports) and by callers (new executions) to
+        save a thread hop on the path of every execution (STYLE.md 5). It is the same actor
+        logic, serialised with the actor's own thread by ``_processing``, and only taken when
+        the inbox is empty, so messages keep their order. With ``may_write`` False (the reader,
+        which must never block on a worker's pipe) pipe writes are left to the actor's thread.
+        Returns False, having done nothing, when the actor is busy: then ``tell`` it instead.
         """
         if not self._processing.acquire(blocking=False):
             return False
         try:
             if not self.actor_inbox.empty():
                 return False
-            self._on_reports(message)
-            self._flush_timers()
-            if self._outbox:
-                self.actor_ref.tell(_FLUSH)
+            self._handlers[type(message)](message)
+            if may_write:
+                self._flush()
+            else:
+                self._flush_timers()
+                if self._outbox:
+                    self.actor_ref.tell(_FLUSH)
             self._settle_callers()
             return True
         finally:

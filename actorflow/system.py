@@ -343,7 +343,9 @@ class ActorSystem:
                 policy_fields=policy[2],
             )
             supervisor = self._supervisors[shard]
-            supervisor.tell(NewExecution(record))
+            message = NewExecution(record)
+            if not self._supervisor_actors[shard].handle_inline(message, may_write=True):
+                supervisor.tell(message)
         return ActivityHandle(config.activity_id, name, future,
                               lambda: supervisor.tell(CancelExecution(exec_id)),
                               record.history, self._clock.to_datetime)
@@ -399,7 +401,7 @@ class ActorSystem:
         for shard in set(reports) | set(dispatches):
             message = WorkerReports(reports.get(shard, ()), dispatches.get(shard, ()))
             try:
-                handled = self._supervisor_actors[shard].handle_reports_inline(message)
+                handled = self._supervisor_actors[shard].handle_inline(message, may_write=False)
             except Exception:  # an actorflow bug: keep the reader alive, as the actor would
                 log.error("internal error handling worker reports inline", exc_info=True)
                 handled = True

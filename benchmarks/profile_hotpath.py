@@ -124,13 +124,17 @@ def _timeline(n: int, use_async: bool) -> None:
         marks.setdefault("reader tells supervisor", clock())
         return orig_route(self, reports, dispatches)
 
-    orig_inline = sup_mod.SupervisorActor.handle_reports_inline
+    orig_inline = sup_mod.SupervisorActor.handle_inline
 
-    def inline(self, message):
-        marks.setdefault("supervisor got WorkerReports", clock())  # handled on the reader thread
-        return orig_inline(self, message)
+    def inline(self, message, **kw):  # handled on the reader's or the caller's thread
+        kind = type(message)
+        if kind is NewExecution:
+            marks.setdefault("supervisor got NewExecution", clock())
+        elif kind is WorkerReports:
+            marks.setdefault("supervisor got WorkerReports", clock())
+        return orig_inline(self, message, **kw)
 
-    sup_mod.SupervisorActor.handle_reports_inline = inline
+    sup_mod.SupervisorActor.handle_inline = inline
     orig_settle = sup_mod._settle
 
     def settle(future, **kw):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable, Protocol, runtime_checkable
 
 __all__ = ["Clock", "SystemClock", "sleep"]
@@ -78,8 +78,3 @@ def sleep(seconds: float) -> None:
 def wall_now() -> datetime:
     """The current aware UTC datetime."""
     return datetime.now(timezone.utc)
-
-
-def seconds(value: timedelta) -> float:
-    """``timedelta`` to float seconds at the API edge."""
-    return value.total_seconds()

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import _serde
 from ._messages import CANCEL, COMPLETED, EXIT, FAILED, HEARTBEAT, READY, RUN
+from ._execution import WORKER_SHUTDOWN_MESSAGE
 from .activity import Info, _Context, _current, _definition_of
 from .common import RetryPolicy
 from .exceptions import ApplicationError, CancelledError
@@ -32,7 +33,6 @@ __all__ = ["worker_main"]
 
 _NOTHING = object()
 _BY_VALUE_CACHE = 256
-WORKER_SHUTDOWN_MESSAGE = "Worker is shutting down and this activity did not complete in time"
 
 
 def worker_main(conn: Any, index: int, registry: Dict[str, bytes], max_concurrent: int) -> None:

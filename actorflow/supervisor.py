@@ -111,6 +111,7 @@ class SupervisorActor(pykka.ThreadingActor):
         self._timer_ops: Dict[Any, Optional[Tuple[float, int]]] = {}
         self._closed: Dict[str, int] = {}  # "completed", "failed", "cancelled", "timed_out:<TYPE>"
         self._outbox: Dict[Any, list] = {}  # worker -> messages not yet written to its pipe
+        self._kill_pending: set = set()  # (exec_id, attempt) stopped, with a stop_grace kill timer
         self._held = 0  # messages handled since the last flush
         self._settlements: List[Tuple[Outcome, Any, Optional[BaseException]]] = []
         self._handlers = {
@@ -209,13 +210,21 @@ class SupervisorActor(pykka.ThreadingActor):
             self._send_reserved(exec_id, attempt, worker, started_at)
         now = self._clock.now()
         for report in message.reports:
+            if self._kill_pending and report[0] != HEARTBEAT:
+                self._forget_kill(report[1], report[2])  # a stopped attempt ended by itself
             record = self._records.get(report[1])
             if record is not None:
                 self._feed(record, self._report_event(record, report), now)
 
+    def _forget_kill(self, exec_id: int, attempt: int) -> None:
+        if (exec_id, attempt) in self._kill_pending:
+            self._kill_pending.discard((exec_id, attempt))
+            self._timer_ops[(exec_id, KILL, attempt)] = None
+
     def _on_timers(self, message: TimersFired) -> None:
         for (exec_id, kind, attempt), deadline in message.fired:
             if kind == KILL:
+                self._kill_pending.discard((exec_id, attempt))
                 self._pool.kill_if_running((exec_id, attempt))
                 continue
             record = self._records.get(exec_id)
@@ -280,8 +289,9 @@ class SupervisorActor(pykka.ThreadingActor):
             self._settlements.append((record.future, None, command.error))
         elif kind is StopAttempt:
             reason = "shutdown" if record.machine.shutting_down else "timeout"
-            self._cancel_on_worker(record.exec_id, command.attempt, reason)
-            self._timer_ops[(record.exec_id, KILL, command.attempt)] = (now + self._stop_grace, KILL)
+            if self._cancel_on_worker(record.exec_id, command.attempt, reason):
+                self._kill_pending.add((record.exec_id, command.attempt))
+                self._timer_ops[(record.exec_id, KILL, command.attempt)] = (now + self._stop_grace, KILL)
         elif kind is DeliverCancel:
             self._cancel_on_worker(record.exec_id, command.attempt, "requested")
         elif kind is WithdrawAttempt:
@@ -344,11 +354,14 @@ class SupervisorActor(pykka.ThreadingActor):
             key = f"timed_out:{timeout_type.name if timeout_type is not None else 'UNKNOWN'}"
         self._closed[key] = self._closed.get(key, 0) + 1
 
-    def _cancel_on_worker(self, exec_id: int, attempt: int, reason: str) -> None:
-        """Queue a CANCEL behind any RUN still held for the same worker, so order is kept."""
+    def _cancel_on_worker(self, exec_id: int, attempt: int, reason: str) -> bool:
+        """Queue a CANCEL behind any RUN still held for the same worker, so order is kept.
+        False if no worker runs the attempt (any more)."""
         worker = self._pool.worker_of((exec_id, attempt))
-        if worker is not None:
-            self._outbox.setdefault(worker, []).append((CANCEL, exec_id, attempt, reason))
+        if worker is None:
+            return False
+        self._outbox.setdefault(worker, []).append((CANCEL, exec_id, attempt, reason))
+        return True
 
     def _dispatch(self, record: ExecutionRecord, attempt: int) -> Optional[Tuple[Any, float]]:
         reservation = self._pool.submit((record.exec_id, attempt), record.shard)

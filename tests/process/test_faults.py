@@ -444,3 +444,18 @@ def test_worker_pool_broken_fails_open_executions_and_new_calls(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OPEN: INTERNAL_SERVER_ERROR WorkerPoolBroken" in out.stdout, out.stdout + out.stderr
     assert "NEW: worker processes keep dying" in out.stdout
+
+
+@activity.defn
+async def hang_until_cancelled() -> None:
+    await asyncio.sleep(3600)
+
+
+def test_D2_kill_deadline_is_dropped_when_the_stopped_attempt_ends_by_itself():
+    """An attempt that honours D2's cancellation leaves no stop_grace kill timer behind."""
+    with ActorSystem(workers=1, stop_grace=timedelta(seconds=60)) as system:
+        handle = system.start_activity(hang_until_cancelled, start_to_close_timeout=timedelta(seconds=0.2),
+                                       retry_policy=RetryPolicy(maximum_attempts=1))
+        assert handle.exception(timeout=10).cause.type is TimeoutType.START_TO_CLOSE
+        assert _wait_for(lambda: system.statistics().pending_timers == 0, 5)
+        assert system.statistics().worker_restarts == 0

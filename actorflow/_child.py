@@ -49,11 +49,7 @@ def _info(fields: tuple, details: list) -> Info:
      (heartbeat, schedule_to_close, start_to_close), task_queue, policy_fields) = fields
     policy = _policies.get(policy_fields)
     if policy is None:
-        initial, coefficient, maximum, attempts, types = policy_fields
-        policy = _policies[policy_fields] = RetryPolicy(
-            initial_interval=timedelta(seconds=initial), backoff_coefficient=coefficient,
-            maximum_interval=timedelta(seconds=maximum), maximum_attempts=attempts,
-            non_retryable_error_types=types)
+        policy = _policies[policy_fields] = RetryPolicy.from_fields(policy_fields)
     return Info(
         activity_id, activity_type, attempt, _utc(scheduled), _utc(attempt_scheduled), _utc(started),
         details, _delta(heartbeat), _delta(schedule_to_close), _delta(start_to_close), task_queue, policy,

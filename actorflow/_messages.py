@@ -69,12 +69,13 @@ class CancelExecution:
 class WorkerReports:
     """Pool reader -> supervisor: worker messages, and attempts that got a slot.
 
-    ``dispatches`` holds ``(exec_id, attempt, worker_index, started_at)`` of queued attempts the
-    pool has reserved a slot for; the supervisor sends them.
+    ``dispatches`` holds ``(exec_id, attempt, worker, started_at)`` of queued attempts the pool
+    has reserved a slot for (``worker`` is the pool's in-process handle); the supervisor sends
+    them.
     """
 
     reports: Sequence[Tuple[Any, ...]]
-    dispatches: Sequence[Tuple[int, int, int, float]] = ()
+    dispatches: Sequence[Tuple[int, int, Any, float]] = ()
 
 
 @dataclass(frozen=True)

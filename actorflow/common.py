@@ -90,6 +90,16 @@ class RetryPolicy:
         if self.maximum_attempts < 0:
             raise ValueError("Maximum attempts cannot be negative")
 
+    @classmethod
+    def from_fields(cls, fields: tuple) -> "RetryPolicy":
+        """Rebuild a policy from the plain fields a RUN message carries (seconds, _messages.py)."""
+        initial, coefficient, maximum, attempts, types = fields
+        return cls(
+            initial_interval=timedelta(seconds=initial), backoff_coefficient=coefficient,
+            maximum_interval=timedelta(seconds=maximum), maximum_attempts=attempts,
+            non_retryable_error_types=types,
+        )
+
     def with_defaults(self) -> "RetryPolicy":
         """The effective policy with zero/None fields filled in (R20-R22), as ``info()`` shows."""
         initial = self.initial_interval if self.initial_interval > timedelta(0) else timedelta(seconds=1)

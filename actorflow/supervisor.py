@@ -96,13 +96,12 @@ class SupervisorActor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, index: int, pool: Any, timer: pykka.ActorRef, clock: Clock, stop_grace: float,
+    def __init__(self, pool: Any, timer: pykka.ActorRef, clock: Clock, stop_grace: float,
                  instances: Optional[List["SupervisorActor"]] = None) -> None:
         super().__init__()
         self._processing = threading.Lock()  # held while a message is handled, on any thread
         if instances is not None:
             instances.append(self)
-        self._index = index
         self._pool = pool
         self._timer = timer
         self._clock = clock
@@ -342,12 +341,12 @@ class SupervisorActor(pykka.ThreadingActor):
         _history.append(record.history, (now, "closed", machine.attempt, {
             "outcome": machine.outcome, "retry_state": machine.retry_state, "reason": reason, "error": error,
         }))
-        self._count_closed(record, machine.outcome, cause)
+        self._count_closed(machine.outcome, cause)
         if machine.outcome != "completed":
             log.warning("activity %s (%s) ended: %s; %s", machine.config.activity_id,
                         machine.config.activity_type, machine.outcome, reason)
 
-    def _count_closed(self, record: ExecutionRecord, outcome: Optional[str], cause: Any) -> None:
+    def _count_closed(self, outcome: Optional[str], cause: Any) -> None:
         key = outcome or "unknown"
         if outcome == "timed_out":
             timeout_type = getattr(cause, "type", None)

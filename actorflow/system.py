@@ -167,7 +167,7 @@ class ActorSystem:
             )
             self._supervisor_actors: List[SupervisorActor] = []
             self._supervisors = [
-                SupervisorActor.start(i, self._pool, self._timer, self._clock, self._stop_grace.total_seconds(),
+                SupervisorActor.start(self._pool, self._timer, self._clock, self._stop_grace.total_seconds(),
                                       self._supervisor_actors)
                 for i in range(self._shards)
             ]
@@ -340,7 +340,7 @@ class ActorSystem:
                 task_queue=self._task_queue,
                 throttle=throttle,
                 info_timeouts=(config.heartbeat, config.schedule_to_close, config.start_to_close),
-                policy_fields=policy[2],
+                policy_fields=policy[1],
             )
             supervisor = self._supervisors[shard]
             message = NewExecution(record)
@@ -526,10 +526,6 @@ def _normalise(
     return s2c, s2s, stc, hb
 
 
-_policy_cache: Dict[int, Tuple[RetryPolicy, Tuple[EffectivePolicy, RetryPolicy, tuple]]] = {}
-_POLICY_CACHE_SIZE = 256
-
-
 def heartbeat_throttle_interval(heartbeat_timeout: Optional[timedelta], default: timedelta,
                                 maximum: timedelta) -> float:
     """R49: min(0.8 x heartbeat_timeout, or ``default`` when unset; ``maximum``), in seconds."""
@@ -537,15 +533,20 @@ def heartbeat_throttle_interval(heartbeat_timeout: Optional[timedelta], default:
     return min(base, maximum.total_seconds())
 
 
-def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, RetryPolicy, tuple]:
-    """R20-R24: validate and fill in defaults; returns the machine's, info()'s and the wire's views.
+_policy_cache: Dict[int, Tuple[Optional[RetryPolicy], Tuple[EffectivePolicy, tuple]]] = {}
+_POLICY_CACHE_SIZE = 256
+
+
+def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, tuple]:
+    """R20-R24: validate and fill in defaults; returns the machine's view and the wire's fields
+    (from which the worker rebuilds ``info().retry_policy``).
 
     RetryPolicy is frozen, so the result is cached per policy object (callers usually pass the
     same one, or none); the cache holds the policy itself so its id cannot be reused.
     """
     cached = _policy_cache.get(id(policy))
     if (cached is not None and cached[0] is policy
-            and cached[1][2][4] == tuple(getattr(policy, "non_retryable_error_types", None) or ())):
+            and cached[1][1][4] == tuple(getattr(policy, "non_retryable_error_types", None) or ())):
         return cached[1]  # (a list of error types may have been changed in place since)
     result = _compute_effective_policy(policy)
     if len(_policy_cache) >= _POLICY_CACHE_SIZE:
@@ -554,7 +555,7 @@ def _effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, R
     return result
 
 
-def _compute_effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, RetryPolicy, tuple]:
+def _compute_effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectivePolicy, tuple]:
     if policy is None:
         policy = RetryPolicy()
     if not isinstance(policy, RetryPolicy):
@@ -570,7 +571,7 @@ def _compute_effective_policy(policy: Optional[RetryPolicy]) -> Tuple[EffectiveP
     )
     fields = (effective.initial_interval, effective.backoff_coefficient, effective.maximum_interval,
               effective.maximum_attempts, effective.non_retryable_error_types)
-    return effective, full, fields
+    return effective, fields
 
 
 def _call_args(arg: Any, args: Sequence[Any]) -> tuple:

@@ -287,7 +287,7 @@ def _cpu(n: int) -> None:
         def tell(self, message):
             pass
 
-    actor = SupervisorActor(0, StubPool(), StubTimer(), system._clock, 5.0)
+    actor = SupervisorActor(StubPool(), StubTimer(), system._clock, 5.0)
     result_bytes = pickle.dumps(None)
 
     def supervise(count):

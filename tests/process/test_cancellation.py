@@ -84,7 +84,7 @@ def assert_delivered_on_next_heartbeat(journals, kind: str, t_cancel: float) -> 
 
 @pytest.mark.slow
 def test_s19_try_cancel_resolves_at_once_and_reaches_the_activity_on_its_next_heartbeat(journals) -> None:
-    """S19 (R60, R62, R64): handle.cancel() at t=1 -> the caller's error at t~1; the activity gets
+    """S19 (R60, R62, R64, R93): handle.cancel() at t=1 -> the caller's error at t~1; the activity gets
     the cancellation at t~1.9 (its next heartbeat send), and is_cancelled() is True."""
     with ActorSystem(workers=1) as system:
         t0 = time.monotonic()

@@ -289,6 +289,7 @@ class TestOnASharedSystem:
         assert shared_system.start_activity(acts.pid, **STC).result(timeout=10) in shared_system.worker_pids()
 
     def test_handle_result_done_exception_on_success(self, shared_system: ActorSystem) -> None:
+        """R87: start_activity returns the handle at once, before the activity has finished."""
         handle = shared_system.start_activity(acts.sleep_then_return, args=[0.6, "v"], **STC)
         assert not handle.done()
         with pytest.raises(TimeoutError):  # the builtin, as concurrent.futures.Future.result raises
@@ -329,6 +330,7 @@ class TestOnASharedSystem:
         assert asyncio.run(awaited()) is error
 
     def test_start_by_registered_name(self, shared_system: ActorSystem) -> None:
+        """R89, R92: an activity is started by its registered name as well as by function."""
         assert shared_system.start_activity("custom-name", 7, **STC).result(timeout=10) == ("renamed", 7)
         assert shared_system.start_activity("add", args=[20, 22], **STC).result(timeout=10) == 42
         handle = shared_system.start_activity("async_info_snapshot", **STC)

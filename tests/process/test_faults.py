@@ -243,6 +243,8 @@ def test_D2_runaway_blocking_sync_activity_is_killed_and_its_slot_returns_within
 
 
 def test_D2_attempt_that_finishes_after_its_timeout_is_discarded():
+    """R81, R82: a timed-out attempt is stopped at the deadline (D2 instead of R74-R79's local
+    timers, so S27's overlapping attempts cannot happen); whatever it returns is discarded."""
     with ActorSystem(workers=1) as system:
         handle = system.start_activity(sleep_then_return, 0.6, start_to_close_timeout=timedelta(seconds=0.3),
                                        retry_policy=RetryPolicy(maximum_attempts=1))
@@ -257,6 +259,8 @@ def test_D2_attempt_that_finishes_after_its_timeout_is_discarded():
 
 
 def test_D6_shutdown_cancels_running_attempts_and_resolves_every_handle():
+    """R84 with the default grace 0: running attempts are cancelled at once; R85's WorkerShutdown
+    failure is the cause, not retried (D6)."""
     system = ActorSystem(workers=1, stop_grace=timedelta(seconds=1)).start()
     running = system.start_activity(heartbeat_forever, start_to_close_timeout=STC)
     _wait_for(lambda: system.statistics().running_attempts == 1, 5)
@@ -284,6 +288,7 @@ def test_D6_activity_that_catches_the_shutdown_cancellation_delivers_its_result(
 
 
 def test_D6_graceful_shutdown_timeout_lets_running_attempts_finish():
+    """R83 / S29: within graceful_shutdown_timeout a running attempt finishes and delivers."""
     system = ActorSystem(workers=1, graceful_shutdown_timeout=timedelta(seconds=5)).start()
     handle = system.start_activity(sleep_then_return, 0.5, start_to_close_timeout=STC)
     _wait_for(lambda: system.statistics().running_attempts == 1, 5)

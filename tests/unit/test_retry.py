@@ -317,3 +317,15 @@ def test_R33_timeouts_cannot_carry_a_delay():
     """R33: only ApplicationError can carry next_retry_delay; a timeout always uses R27."""
     decision = _decide(timeout(TimeoutType.START_TO_CLOSE), attempt=3)
     assert decision == RetryDecision(RetryState.IN_PROGRESS, 4.0)
+
+
+def test_R34_benign_category_does_not_change_retrying():
+    """R34: ApplicationErrorCategory.BENIGN only affects logging, never the retry decision."""
+    from actorflow.exceptions import ApplicationErrorCategory
+
+    policy = EffectivePolicy(maximum_attempts=3)
+    plain = ApplicationError("x", type="E")
+    benign = ApplicationError("x", type="E", category=ApplicationErrorCategory.BENIGN)
+    assert benign.category is ApplicationErrorCategory.BENIGN
+    for attempt in (1, 2, 3):
+        assert decide(policy, attempt, benign, 0.0, None, False) == decide(policy, attempt, plain, 0.0, None, False)

@@ -1,9 +1,19 @@
 """The worker actor: runs in each worker process (spawned, never forked).
 
-One event loop thread receives messages from the parent's pipe (``loop.add_reader``, so no extra
-thread hop), runs async activities as tasks on that loop and sync activities on a thread pool,
-and sends started/heartbeat/completed/failed reports back. Cancellation arrives as a message:
-an async activity's task is cancelled (``asyncio.CancelledError`` at its next await), a sync
+Exactly one thread at a time reads the parent's pipe: the *reader*. Async activities run as
+tasks on the process's event loop thread; sync activities run on activity threads. Which of them
+reads follows the work (a leader/follower scheme), so that a RUN is started by the thread that
+read it, with no thread hop in the worker:
+
+- while sync activities arrive, an idle activity thread blocks on the pipe. When it reads a sync
+  RUN it passes the reader role to another idle activity thread (or, if the batch's last RUN
+  was async, to the loop) and runs the attempt itself;
+- while async activities arrive, the event loop reads the pipe (``loop.add_reader``) and starts
+  the task at once; a sync RUN is handed to an activity thread, together with the reader role if
+  it was the batch's last RUN.
+
+Reports go back from the thread where the attempt ends. Cancellation arrives as a message: an
+async activity's task is cancelled (``asyncio.CancelledError`` at its next await), a sync
 activity gets ``actorflow.exceptions.CancelledError`` raised in its thread (R64, D4).
 
 When the parent dies, even by SIGKILL, the pipe reaches EOF and the worker exits at once (D6).
@@ -14,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import functools
 import pickle
+import queue
 import select
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -33,6 +44,7 @@ __all__ = ["worker_main"]
 
 _NOTHING = object()
 _BY_VALUE_CACHE = 256
+_LEAD = object()  # a job for an idle activity thread: "become the pipe's reader"
 
 
 def worker_main(conn: Any, index: int, registry: Dict[str, bytes], max_concurrent: int) -> None:
@@ -54,6 +66,11 @@ def _info(fields: tuple, details: list) -> Info:
         activity_id, activity_type, attempt, _utc(scheduled), _utc(attempt_scheduled), _utc(started),
         details, _delta(heartbeat), _delta(schedule_to_close), _delta(start_to_close), task_queue, policy,
     )
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    definition = _definition_of(fn)
+    return definition.is_async if definition is not None else asyncio.iscoroutinefunction(fn)
 
 
 def _utc(timestamp: float) -> datetime:
@@ -150,44 +167,178 @@ class _WorkerRuntime:
         self._registry_bytes = registry
         self._registered: Dict[str, Callable[..., Any]] = {}
         self._by_value: "OrderedDict[bytes, Callable[..., Any]]" = OrderedDict()
-        self._max_concurrent = max_concurrent
         self._attempts: Dict[Tuple[int, int], _Attempt] = {}
         self._send_lock = threading.Lock()
         self._outbox: list = []
-        self._pool: Optional[ThreadPoolExecutor] = None
         self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop()
         self._loop_thread = threading.get_ident()
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
+        # Activity threads: at most one per concurrent attempt plus the reader (the parent never
+        # sends more than max_concurrent RUNs at once). Idle ones wait on _jobs for an attempt
+        # or _LEAD; _idle counts the waiting threads that nobody has claimed yet.
+        self._jobs: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads = 0
+        self._max_threads = max_concurrent + 1
+        self._threads_lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self._warm_up()
-        self._poller = select.poll()
-        self._poller.register(self.conn.fileno(), select.POLLIN)
-        self.loop.add_reader(self.conn.fileno(), self._on_readable)
+        loop_reads = self._warm_up()
+        if loop_reads:
+            self.loop.add_reader(self.conn.fileno(), self._on_readable)
+        else:
+            self._start_thread("lead")
+        self._start_thread("idle")  # so that a first handover does not start a thread
         self._write([(READY, os.getpid())])
         self.loop.run_forever()
         os._exit(0)
 
-    def _warm_up(self) -> None:
-        """Before READY: import the registered activities and start one activity thread, so a
-        first attempt does not pay for them inside its start-to-close budget."""
+    def _warm_up(self) -> bool:
+        """Before READY: import the registered activities, so a first attempt does not pay for it
+        inside its start-to-close budget. True if they are all async (the loop reads first)."""
+        kinds = set()
         for name in self._registry_bytes:
             try:
-                self._function(name, None)
+                fn = self._function(name, None)
             except Exception:  # noqa: BLE001 - reported by the attempt that needs it (R44)
-                pass
-        self._pool = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="actorflow-activity")
-        self._pool.submit(lambda: None).result()
+                continue
+            kinds.add(_is_async(fn))
+        return kinds == {True}
 
-    def _on_readable(self) -> None:
+    def _start_thread(self, mode: str) -> None:
+        """Start an activity thread that begins by reading ("lead"), by waiting as a counted idle
+        thread ("idle"), or by taking the job it was started for ("take")."""
+        with self._threads_lock:
+            if mode == "take" and self._threads >= self._max_threads:
+                return  # enough threads: a busy one takes the job when it finishes
+            self._threads += 1
+            number = self._threads
+        threading.Thread(target=self._activity_thread, args=(mode,), daemon=True,
+                         name=f"actorflow-activity-{number}").start()
+
+    def _dispatch(self, job: Any) -> None:
+        """Give an attempt (or the reader role) to an idle activity thread, starting one if none."""
+        if not self._idle.acquire(blocking=False):
+            self._start_thread("take")
+        self._jobs.put(job)
+
+    def _activity_thread(self, mode: str) -> None:
+        lead = mode == "lead"
+        if mode == "idle":
+            self._idle.release()
+        while True:
+            if lead:
+                lead = False
+                job = self._read_as_thread()
+                if job is None:  # the loop reads now, and nothing is for this thread to run
+                    self._idle.release()
+                    continue
+            else:
+                job = self._jobs.get()
+                if job is _LEAD:
+                    lead = True
+                    continue
+            self._run_sync(*job)
+            self._idle.release()
+
+    def _read_batch(self) -> list:
+        """Read everything the parent has sent so far (blocking for the first message)."""
         try:
+            batch = pickle.loads(self.conn.recv_bytes())
             while self._poller.poll(0):  # Connection.poll() would build a selector per call
-                for message in pickle.loads(self.conn.recv_bytes()):
-                    self._handle(message)
+                batch.extend(pickle.loads(self.conn.recv_bytes()))
         except (EOFError, OSError):
             os._exit(0)  # the parent is gone (D6)
+        return batch
+
+    def _read_as_thread(self) -> Optional[tuple]:
+        """Hold the reader role on an activity thread until it passes the role on: to another
+        activity thread when a sync attempt is for this thread to run (returns its ``_run_sync``
+        arguments), or to the loop when async work arrives (returns that attempt, or None)."""
+        while True:
+            for_loop: list = []
+            mine = None
+            last_run_async = False
+            for message in self._read_batch():
+                tag = message[0]
+                if tag == RUN:
+                    prepared = self._prepare(*message[1:])
+                    if prepared is None:
+                        continue
+                    last_run_async = prepared[0].is_async
+                    if last_run_async:
+                        for_loop.append(prepared)
+                    else:
+                        if mine is not None:
+                            self._dispatch(mine)
+                        mine = prepared
+                elif tag == CANCEL:
+                    attempt = self._attempts.get((message[1], message[2]))
+                    if attempt is not None and attempt.is_async:
+                        for_loop.append(message)  # an asyncio task is cancelled on its loop
+                    else:
+                        self._cancel((message[1], message[2]), message[3])
+                elif tag == EXIT:
+                    self._exit()
+                else:
+                    raise TypeError(f"worker cannot handle message {message!r}")
+            if last_run_async:  # async work is arriving: the loop reads next
+                self.loop.call_soon_threadsafe(self._on_loop_batch, for_loop, True)
+            elif for_loop:
+                self.loop.call_soon_threadsafe(self._on_loop_batch, for_loop, False)
+            if mine is not None:
+                if not last_run_async:
+                    self._dispatch(_LEAD)
+                return mine
+            if last_run_async:
+                return None
+
+    def _on_loop_batch(self, items: list, lead: bool) -> None:
+        """Runs on the loop thread: start async attempts and cancel tasks that a reading activity
+        thread passed over, in the order they arrived; then read the pipe if told to."""
+        for item in items:
+            if isinstance(item[0], _Attempt):
+                self._start_async(*item)
+            else:
+                self._cancel((item[1], item[2]), item[3])
+        if lead:
+            self.loop.add_reader(self.conn.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        """The loop holds the reader role: handle a batch; hand the role to an activity thread
+        if the batch's last RUN was sync."""
+        sync_jobs = []
+        last_run_sync = False
+        for message in self._read_batch():
+            tag = message[0]
+            if tag == RUN:
+                prepared = self._prepare(*message[1:])
+                if prepared is None:
+                    continue
+                last_run_sync = not prepared[0].is_async
+                if last_run_sync:
+                    sync_jobs.append(prepared)
+                else:
+                    self._start_async(*prepared)
+            elif tag == CANCEL:
+                self._cancel((message[1], message[2]), message[3])
+            elif tag == EXIT:
+                self._exit()
+            else:
+                raise TypeError(f"worker cannot handle message {message!r}")
+        if last_run_sync:
+            self.loop.remove_reader(self.conn.fileno())
+            self._dispatch(_LEAD)
+        for job in sync_jobs:
+            self._dispatch(job)
+
+    def _exit(self) -> None:
+        self._flush()
+        os._exit(0)
 
     def _write(self, messages: list) -> None:
         data = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
@@ -219,18 +370,6 @@ class _WorkerRuntime:
 
     # -- messages ---------------------------------------------------------------------------
 
-    def _handle(self, message: Tuple[Any, ...]) -> None:
-        tag = message[0]
-        if tag == RUN:
-            self._run(*message[1:])
-        elif tag == CANCEL:
-            self._cancel((message[1], message[2]), message[3])
-        elif tag == EXIT:
-            self._flush()
-            os._exit(0)
-        else:
-            raise TypeError(f"worker cannot handle message {message!r}")
-
     def _function(self, name: str, fn_bytes: Optional[bytes]) -> Callable[..., Any]:
         if fn_bytes is None:
             fn = self._registered.get(name)
@@ -244,39 +383,38 @@ class _WorkerRuntime:
                 self._by_value.popitem(last=False)
         return fn
 
-    def _run(self, exec_id: int, number: int, name: str, fn_bytes: Optional[bytes],
-             args_bytes: bytes, info_fields: tuple, throttle: float) -> None:
+    def _prepare(self, exec_id: int, number: int, name: str, fn_bytes: Optional[bytes],
+                 args_bytes: bytes, info_fields: tuple, throttle: float) -> Optional[tuple]:
+        """Decode a RUN and register its attempt; None if it failed early (already reported)."""
         try:
             fn = self._function(name, fn_bytes)
         except Exception as exc:  # noqa: BLE001
             self._report_early_failure(exec_id, number, exc, "Failed loading activity function")
-            return
-        definition = _definition_of(fn)
-        is_async = definition.is_async if definition is not None else asyncio.iscoroutinefunction(fn)
-        attempt = _Attempt(exec_id, number, is_async)
+            return None
+        attempt = _Attempt(exec_id, number, _is_async(fn))
         try:
             args = _serde.loads(args_bytes)
         except Exception as exc:  # noqa: BLE001 - R44: retryable
             self._report_early_failure(exec_id, number, exc, "Failed decoding arguments")
-            return
+            return None
         try:
             details_bytes = info_fields[6]
             details = list(_serde.loads(details_bytes)) if details_bytes is not None else []
         except Exception as exc:  # noqa: BLE001 - R44: not retryable, every attempt would see them
             self._report_early_failure(exec_id, number, exc, "Failed decoding heartbeat details",
                                        non_retryable=True)
-            return
-        info = _info(info_fields, details)
+            return None
         attempt.heartbeater = _Heartbeater(self, attempt, throttle)
-        attempt.ctx = _Context(info, attempt.heartbeater, self.loop, is_async)
+        # Info is built on the first activity.info(): most attempts never ask.
+        attempt.ctx = _Context(functools.partial(_info, info_fields, details), attempt.heartbeater,
+                               self.loop, attempt.is_async)
         self._attempts[(exec_id, number)] = attempt
-        if is_async:
-            attempt.task = self.loop.create_task(self._run_async(attempt, fn, args))
-            attempt.task.add_done_callback(lambda task: self._async_done(attempt, task))
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="actorflow-activity")
-            self._pool.submit(self._run_sync, attempt, fn, args)
+        return attempt, fn, args
+
+    def _start_async(self, attempt: "_Attempt", fn: Callable[..., Any], args: tuple) -> None:
+        """Runs on the loop thread."""
+        attempt.task = self.loop.create_task(self._run_async(attempt, fn, args))
+        attempt.task.add_done_callback(lambda task: self._async_done(attempt, task))
 
     def _report_early_failure(self, exec_id: int, number: int, exc: Exception, message: str,
                               non_retryable: bool = False) -> None:

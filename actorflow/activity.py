@@ -140,35 +140,70 @@ _REASON_DETAILS = {
 }
 
 
+_EVENT_LOCK = threading.Lock()
+
+
 class _Context:
-    """The running attempt's context. Shared by the activity's code and its worker runtime."""
+    """The running attempt's context. Shared by the activity's code and its worker runtime.
+
+    ``info`` may be given as a zero-argument callable: the worker passes one, so that an attempt
+    that never calls ``activity.info()`` does not pay for building it. The threading.Event behind
+    ``wait_for_cancelled_sync`` is created on first use for the same reason.
+    """
+
+    __slots__ = ("_info", "heartbeat", "loop", "is_async", "cancel_reason", "cancel_details",
+                 "_cancelled_sync", "_cancelled_async")
 
     def __init__(
         self,
-        info: Info,
+        info: "Info | Callable[[], Info]",
         heartbeat: Callable[[Tuple[Any, ...]], None],
         loop: Optional[asyncio.AbstractEventLoop],
         is_async: bool,
     ) -> None:
-        self.info = info
+        self._info = info
         self.heartbeat = heartbeat
         self.loop = loop
         self.is_async = is_async
         self.cancel_reason: Optional[str] = None
         self.cancel_details: Optional[ActivityCancellationDetails] = None
-        self._cancelled_sync = threading.Event()
+        self._cancelled_sync: Optional[threading.Event] = None
         self._cancelled_async: Optional[asyncio.Event] = None
 
+    @property
+    def info(self) -> Info:
+        info = self._info
+        if not isinstance(info, Info):
+            info = self._info = info()
+        return info
+
     def mark_cancelled(self, reason: str) -> bool:
-        """Record the cancellation; False if one was already recorded. Runs on the loop thread."""
+        """Record the cancellation; False if one was already recorded.
+
+        Runs on the thread that reads the worker's pipe: the loop thread for an async activity.
+        """
         if self.cancel_reason is not None:
             return False
-        self.cancel_reason = reason
         self.cancel_details = _REASON_DETAILS.get(reason, ActivityCancellationDetails())
-        self._cancelled_sync.set()
+        self.cancel_reason = reason  # before reading the events: see sync_event()
+        if self._cancelled_sync is not None:
+            self._cancelled_sync.set()
         if self._cancelled_async is not None:
             self._cancelled_async.set()
         return True
+
+    def sync_event(self) -> threading.Event:
+        """The Event set on cancellation. Created on first use: whichever of this and
+        ``mark_cancelled`` runs second sees the other's write and sets it."""
+        event = self._cancelled_sync
+        if event is None:
+            with _EVENT_LOCK:
+                event = self._cancelled_sync
+                if event is None:
+                    event = self._cancelled_sync = threading.Event()
+            if self.cancel_reason is not None:
+                event.set()
+        return event
 
     def async_event(self) -> asyncio.Event:
         if self._cancelled_async is None:
@@ -226,7 +261,7 @@ def wait_for_cancelled_sync(timeout: Optional[float | timedelta] = None) -> bool
     ctx = _context()
     if isinstance(timeout, timedelta):
         timeout = timeout.total_seconds()
-    return ctx._cancelled_sync.wait(timeout)
+    return ctx.sync_event().wait(timeout)
 
 
 class _ActivityLoggerAdapter(logging.LoggerAdapter):

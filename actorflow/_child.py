@@ -255,47 +255,53 @@ class _WorkerRuntime:
             os._exit(0)  # the parent is gone (D6)
         return batch
 
+    def _take_batch(self, on_loop: bool) -> Tuple[list, list, Optional[bool]]:
+        """Read a batch and act on it where this thread may. Returns the sync attempts to run,
+        what only the loop may do (when not on it: start async attempts, cancel their tasks),
+        and whether the batch's last RUN was async (None if it had no RUN)."""
+        sync_jobs: list = []
+        for_loop: list = []
+        last_run_async = None
+        for message in self._read_batch():
+            tag = message[0]
+            if tag == RUN:
+                prepared = self._prepare(*message[1:])
+                if prepared is None:
+                    continue
+                last_run_async = prepared[0].is_async
+                if not last_run_async:
+                    sync_jobs.append(prepared)
+                elif on_loop:
+                    self._start_async(*prepared)
+                else:
+                    for_loop.append(prepared)
+            elif tag == CANCEL:
+                attempt = self._attempts.get((message[1], message[2]))
+                if not on_loop and attempt is not None and attempt.is_async:
+                    for_loop.append(message)  # an asyncio task is cancelled on its loop
+                else:
+                    self._cancel((message[1], message[2]), message[3])
+            elif tag == EXIT:
+                self._exit()
+            else:
+                raise TypeError(f"worker cannot handle message {message!r}")
+        return sync_jobs, for_loop, last_run_async
+
     def _read_as_thread(self) -> Optional[tuple]:
         """Hold the reader role on an activity thread until it passes the role on: to another
         activity thread when a sync attempt is for this thread to run (returns its ``_run_sync``
         arguments), or to the loop when async work arrives (returns that attempt, or None)."""
         while True:
-            for_loop: list = []
-            mine = None
-            last_run_async = False
-            for message in self._read_batch():
-                tag = message[0]
-                if tag == RUN:
-                    prepared = self._prepare(*message[1:])
-                    if prepared is None:
-                        continue
-                    last_run_async = prepared[0].is_async
-                    if last_run_async:
-                        for_loop.append(prepared)
-                    else:
-                        if mine is not None:
-                            self._dispatch(mine)
-                        mine = prepared
-                elif tag == CANCEL:
-                    attempt = self._attempts.get((message[1], message[2]))
-                    if attempt is not None and attempt.is_async:
-                        for_loop.append(message)  # an asyncio task is cancelled on its loop
-                    else:
-                        self._cancel((message[1], message[2]), message[3])
-                elif tag == EXIT:
-                    self._exit()
-                else:
-                    raise TypeError(f"worker cannot handle message {message!r}")
-            if last_run_async:  # async work is arriving: the loop reads next
-                self.loop.call_soon_threadsafe(self._on_loop_batch, for_loop, True)
-            elif for_loop:
-                self.loop.call_soon_threadsafe(self._on_loop_batch, for_loop, False)
-            if mine is not None:
-                if not last_run_async:
-                    self._dispatch(_LEAD)
+            sync_jobs, for_loop, last_run_async = self._take_batch(on_loop=False)
+            if for_loop:  # the loop reads next if the last RUN was async
+                self.loop.call_soon_threadsafe(self._on_loop_batch, for_loop, bool(last_run_async))
+            mine = sync_jobs.pop() if sync_jobs else None
+            if mine is not None and not last_run_async:
+                self._dispatch(_LEAD)
+            for job in sync_jobs:
+                self._dispatch(job)
+            if mine is not None or last_run_async:
                 return mine
-            if last_run_async:
-                return None
 
     def _on_loop_batch(self, items: list, lead: bool) -> None:
         """Runs on the loop thread: start async attempts and cancel tasks that a reading activity
@@ -311,26 +317,8 @@ class _WorkerRuntime:
     def _on_readable(self) -> None:
         """The loop holds the reader role: handle a batch; hand the role to an activity thread
         if the batch's last RUN was sync."""
-        sync_jobs = []
-        last_run_sync = False
-        for message in self._read_batch():
-            tag = message[0]
-            if tag == RUN:
-                prepared = self._prepare(*message[1:])
-                if prepared is None:
-                    continue
-                last_run_sync = not prepared[0].is_async
-                if last_run_sync:
-                    sync_jobs.append(prepared)
-                else:
-                    self._start_async(*prepared)
-            elif tag == CANCEL:
-                self._cancel((message[1], message[2]), message[3])
-            elif tag == EXIT:
-                self._exit()
-            else:
-                raise TypeError(f"worker cannot handle message {message!r}")
-        if last_run_sync:
+        sync_jobs, _, last_run_async = self._take_batch(on_loop=True)
+        if last_run_async is False:
             self.loop.remove_reader(self.conn.fileno())
             self._dispatch(_LEAD)
         for job in sync_jobs:

@@ -45,6 +45,7 @@ __all__ = ["worker_main"]
 _NOTHING = object()
 _BY_VALUE_CACHE = 256
 _LEAD = object()  # a job for an idle activity thread: "become the pipe's reader"
+_LOOP = "loop"  # the reader role's owner when the event loop reads
 
 
 def worker_main(conn: Any, index: int, registry: Dict[str, bytes], max_concurrent: int) -> None:
@@ -164,6 +165,7 @@ class _Attempt:
 class _WorkerRuntime:
     def __init__(self, conn: Any, registry: Dict[str, bytes], max_concurrent: int) -> None:
         self.conn = conn
+        self._fd = conn.fileno()
         self._registry_bytes = registry
         self._registered: Dict[str, Callable[..., Any]] = {}
         self._by_value: "OrderedDict[bytes, Callable[..., Any]]" = OrderedDict()
@@ -173,23 +175,35 @@ class _WorkerRuntime:
         self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop()
         self._loop_thread = threading.get_ident()
         self._poller = select.poll()
-        self._poller.register(conn.fileno(), select.POLLIN)
+        self._poller.register(self._fd, select.POLLIN)
         # Activity threads: at most one per concurrent attempt plus the reader (the parent never
         # sends more than max_concurrent RUNs at once). Idle ones wait on _jobs for an attempt
         # or _LEAD; _idle counts the waiting threads that nobody has claimed yet.
         self._jobs: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        self._idle = 0
         self._threads = 0
         self._max_threads = max_concurrent + 1
         self._threads_lock = threading.Lock()
+        # The reader role. _owner is the reading activity thread's ident, _LOOP, or None while
+        # the role is on its way to an idle thread. _open: the owning thread runs a sync attempt
+        # and the pipe sits in _watch, an epoll set that the loop watches, so that the loop
+        # takes the role over only if a message arrives meanwhile (no thread wakes otherwise).
+        self._role_lock = threading.Lock()
+        self._owner: Any = None
+        self._open = False
+        self._watch = select.epoll() if hasattr(select, "epoll") else None
+        self._watch_poller = select.poll()  # the loop's own check that a message is there
+        self._watch_poller.register(self._fd, select.POLLIN)
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        loop_reads = self._warm_up()
-        if loop_reads:
-            self.loop.add_reader(self.conn.fileno(), self._on_readable)
+        if self._watch is not None:
+            self.loop.add_reader(self._watch.fileno(), self._on_watch)
+        if self._warm_up():
+            self._owner = _LOOP
+            self.loop.add_reader(self._fd, self._on_readable)
         else:
             self._start_thread("lead")
         self._start_thread("idle")  # so that a first handover does not start a thread
@@ -217,33 +231,82 @@ class _WorkerRuntime:
                 return  # enough threads: a busy one takes the job when it finishes
             self._threads += 1
             number = self._threads
+            if mode == "idle":
+                self._idle += 1
         threading.Thread(target=self._activity_thread, args=(mode,), daemon=True,
                          name=f"actorflow-activity-{number}").start()
 
     def _dispatch(self, job: Any) -> None:
         """Give an attempt (or the reader role) to an idle activity thread, starting one if none."""
-        if not self._idle.acquire(blocking=False):
+        with self._threads_lock:
+            claimed = self._idle > 0
+            if claimed:
+                self._idle -= 1
+        if not claimed:
             self._start_thread("take")
         self._jobs.put(job)
 
+    def _go_idle(self) -> None:
+        with self._threads_lock:
+            self._idle += 1
+
     def _activity_thread(self, mode: str) -> None:
+        me = threading.get_ident()
         lead = mode == "lead"
-        if mode == "idle":
-            self._idle.release()
+        if lead:
+            with self._role_lock:
+                self._owner = me
         while True:
             if lead:
-                lead = False
-                job = self._read_as_thread()
+                job = self._read_as_thread(me)
                 if job is None:  # the loop reads now, and nothing is for this thread to run
-                    self._idle.release()
+                    lead = False
+                    self._go_idle()
                     continue
-            else:
-                job = self._jobs.get()
-                if job is _LEAD:
-                    lead = True
-                    continue
+                self._run_sync(*job)
+                lead = self._close_watch(me)
+                if not lead:
+                    self._go_idle()
+                continue
+            job = self._jobs.get()
+            if job is _LEAD:
+                with self._role_lock:
+                    self._owner = me
+                lead = True
+                continue
             self._run_sync(*job)
-            self._idle.release()
+            self._go_idle()
+
+    def _open_watch(self, me: int) -> bool:
+        """The reading thread ``me`` is about to run a sync attempt: keep the role, and let the
+        loop take it over if a message arrives meanwhile. False where that is not possible."""
+        if self._watch is None:
+            return False
+        with self._role_lock:
+            self._open = True
+            self._watch.register(self._fd, select.EPOLLIN)
+        return True
+
+    def _close_watch(self, me: int) -> bool:
+        """The attempt ended: True if ``me`` still holds the role (reads on), False if the loop
+        took it over meanwhile."""
+        with self._role_lock:
+            if self._owner != me or not self._open:
+                return False
+            self._open = False
+            self._watch.unregister(self._fd)  # type: ignore[union-attr]
+            return True
+
+    def _on_watch(self) -> None:
+        """Runs on the loop: a message arrived while the reading thread runs an attempt."""
+        with self._role_lock:
+            if not self._open or not self._watch_poller.poll(0):
+                return  # the thread took the role back first (and may have opened it again)
+            self._open = False
+            self._watch.unregister(self._fd)  # type: ignore[union-attr]
+            self._owner = _LOOP
+        self.loop.add_reader(self._fd, self._on_readable)
+        self._on_readable()
 
     def _read_batch(self) -> list:
         """Read everything the parent has sent so far (blocking for the first message)."""
@@ -287,20 +350,29 @@ class _WorkerRuntime:
                 raise TypeError(f"worker cannot handle message {message!r}")
         return sync_jobs, for_loop, last_run_async
 
-    def _read_as_thread(self) -> Optional[tuple]:
-        """Hold the reader role on an activity thread until it passes the role on: to another
-        activity thread when a sync attempt is for this thread to run (returns its ``_run_sync``
-        arguments), or to the loop when async work arrives (returns that attempt, or None)."""
+    def _read_as_thread(self, me: int) -> Optional[tuple]:
+        """Read on activity thread ``me`` until a sync attempt is for it to run (returns its
+        ``_run_sync`` arguments; the role stays with ``me`` behind an open watch, or went on
+        to the loop or another thread), or until async work arrives (the loop reads next;
+        returns None unless a sync attempt came in the same batch)."""
         while True:
             sync_jobs, for_loop, last_run_async = self._take_batch(on_loop=False)
-            if for_loop:  # the loop reads next if the last RUN was async
-                self.loop.call_soon_threadsafe(self._on_loop_batch, for_loop, bool(last_run_async))
+            if last_run_async:
+                with self._role_lock:
+                    self._owner = _LOOP
+                self.loop.call_soon_threadsafe(self._on_loop_batch, for_loop, True)
+            elif for_loop:
+                self.loop.call_soon_threadsafe(self._on_loop_batch, for_loop, False)
             mine = sync_jobs.pop() if sync_jobs else None
-            if mine is not None and not last_run_async:
-                self._dispatch(_LEAD)
             for job in sync_jobs:
                 self._dispatch(job)
-            if mine is not None or last_run_async:
+            if last_run_async:
+                return mine
+            if mine is not None:
+                if not self._open_watch(me):  # no epoll here: hand the role on before running
+                    with self._role_lock:
+                        self._owner = None
+                    self._dispatch(_LEAD)
                 return mine
 
     def _on_loop_batch(self, items: list, lead: bool) -> None:
@@ -312,14 +384,16 @@ class _WorkerRuntime:
             else:
                 self._cancel((item[1], item[2]), item[3])
         if lead:
-            self.loop.add_reader(self.conn.fileno(), self._on_readable)
+            self.loop.add_reader(self._fd, self._on_readable)
 
     def _on_readable(self) -> None:
         """The loop holds the reader role: handle a batch; hand the role to an activity thread
         if the batch's last RUN was sync."""
         sync_jobs, _, last_run_async = self._take_batch(on_loop=True)
         if last_run_async is False:
-            self.loop.remove_reader(self.conn.fileno())
+            self.loop.remove_reader(self._fd)
+            with self._role_lock:
+                self._owner = None
             self._dispatch(_LEAD)
         for job in sync_jobs:
             self._dispatch(job)

@@ -2,8 +2,9 @@
 
 A ``concurrent.futures.Future`` builds a Condition and an RLock per instance; with one per
 execution that is most of the objects an execution keeps alive, and it shows up in the garbage
-collector's time in bursts. Here a waiting ``Event`` exists only while somebody blocks on an
-unresolved outcome, and every outcome shares one short-held lock.
+collector's time in bursts. Here a thread that blocks on an unresolved outcome waits on a bare
+lock of its own (cheaper than a ``threading.Event``, which builds a Condition), and every outcome
+shares one short-held lock.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ from typing import Any, Callable, List, Optional
 
 __all__ = ["Outcome"]
 
+_allocate_lock = threading.Lock
 _lock = threading.Lock()  # guards every Outcome's transition; held for a few attribute writes
 
 
 class Outcome:
     """Set once (result or error); wait for it from any thread; callbacks run on the setter."""
 
-    __slots__ = ("_done", "_result", "_error", "_event", "_callbacks")
+    __slots__ = ("_done", "_result", "_error", "_waiters", "_callbacks")
 
     def __init__(self) -> None:
         self._done = False
         self._result: Any = None
         self._error: Optional[BaseException] = None
-        self._event: Optional[threading.Event] = None
+        self._waiters: Optional[List[Any]] = None  # acquired locks, released when resolved
         self._callbacks: Optional[List[Callable[["Outcome"], None]]] = None
 
     def done(self) -> bool:
@@ -37,10 +39,10 @@ class Outcome:
             if self._done:
                 return False
             self._result, self._error, self._done = result, error, True
-            event, callbacks = self._event, self._callbacks
-            self._callbacks = None
-        if event is not None:
-            event.set()
+            waiters, callbacks = self._waiters, self._callbacks
+            self._waiters = self._callbacks = None
+        for waiter in waiters or ():
+            waiter.release()
         for callback in callbacks or ():
             callback(self)
         return True
@@ -49,13 +51,23 @@ class Outcome:
         """Block until resolved or ``timeout`` seconds pass; True if resolved."""
         if self._done:
             return True
+        waiter = _allocate_lock()
+        waiter.acquire()
         with _lock:
             if self._done:
                 return True
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        return event.wait(timeout)
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+        if timeout is None:
+            waiter.acquire()
+            return True
+        if waiter.acquire(timeout=max(0.0, timeout)):
+            return True
+        with _lock:  # timed out: withdraw, unless set() got to it meanwhile
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return self._done
 
     def add_done_callback(self, callback: Callable[["Outcome"], None]) -> None:
         """Call ``callback(self)`` once resolved (at once if it already is)."""

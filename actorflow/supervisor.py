@@ -56,7 +56,7 @@ from ._messages import (
     WorkerReports,
 )
 from ._outcome import Outcome
-from .clock import Clock
+from .clock import Clock, timestamp_function
 from .exceptions import ActivityError, ApplicationError, InternalError, RetryState
 from .timer import TimerBatch
 
@@ -99,12 +99,18 @@ class SupervisorActor(pykka.ThreadingActor):
     def __init__(self, pool: Any, timer: pykka.ActorRef, clock: Clock, stop_grace: float,
                  instances: Optional[List["SupervisorActor"]] = None) -> None:
         super().__init__()
+        # The inbox's deque: its length is read without the queue's mutex, as a hint that is
+        # exact whenever it matters (only this actor's handlers take messages out).
+        self._inbox_items = self.actor_inbox.queue
         self._processing = threading.Lock()  # held while a message is handled, on any thread
         if instances is not None:
             instances.append(self)
         self._pool = pool
         self._timer = timer
+        # The timer actor's inbox takes coalesced operations directly (TimerBatch otherwise).
+        self._put_timer_ops = getattr(getattr(timer, "actor_inbox", None), "put_ops", None)
         self._clock = clock
+        self._timestamp = timestamp_function(clock)
         self._stop_grace = stop_grace
         self._records: Dict[int, ExecutionRecord] = {}
         self._timer_ops: Dict[Any, Optional[Tuple[float, int]]] = {}
@@ -141,7 +147,7 @@ class SupervisorActor(pykka.ThreadingActor):
                 # Every message, whatever it is, ends with this check: writes must never be held
                 # while the inbox is empty (nothing would come to flush them).
                 self._held += 1
-                if self._held >= _MAX_HELD or self.actor_inbox.empty():
+                if self._held >= _MAX_HELD or not self._inbox_items:
                     self._flush()
                 self._settle_callers()
 
@@ -158,7 +164,7 @@ class SupervisorActor(pykka.ThreadingActor):
         if not self._processing.acquire(blocking=False):
             return False
         try:
-            if not self.actor_inbox.empty():
+            if self._inbox_items:
                 return False
             self._handlers[type(message)](message)
             if may_write:
@@ -254,17 +260,22 @@ class SupervisorActor(pykka.ThreadingActor):
         Events that the commands themselves produce (an attempt that got a slot at once) are fed
         after the current command list is done, so command order is never interleaved.
         """
-        pending: Deque[Tuple[Any, float]] = deque([(event, now)])
+        machine = record.machine
+        pending: Optional[Deque[Tuple[Any, float]]] = None
         try:
-            while pending:
-                ev, at = pending.popleft()
-                before = (record.machine.state, record.machine.attempt, record.machine.cancel_requested)
-                commands = record.machine.handle(ev, at)
+            while True:
+                before = (machine.state, machine.attempt, machine.cancel_requested)
+                commands = machine.handle(event, now)
                 for command in commands:
-                    follow_up = self._execute(record, command, at)
+                    follow_up = self._execute(record, command, now)
                     if follow_up is not None:
+                        if pending is None:
+                            pending = deque()
                         pending.append(follow_up)
-                self._record_history(record, ev, at, before, commands)
+                self._record_history(record, event, now, before, commands)
+                if not pending:
+                    break
+                event, now = pending.popleft()
         except Exception as exc:  # noqa: BLE001 - STYLE.md 2.11: one execution fails, not the actor
             log.error("internal error in execution %s", record.exec_id, exc_info=True)
             self._abort(record, InternalError(f"actorflow bug, please report it: {exc!r}"),
@@ -393,16 +404,16 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _run_message(self, record: ExecutionRecord, attempt: int, started_at: float) -> tuple:
         machine = record.machine
-        to_dt = self._clock.to_datetime
+        timestamp = self._timestamp
         # Only builtin scalars: datetimes, timedeltas and dataclasses cost ten times as much to
         # pickle; the worker rebuilds them (_messages.py, RUN).
         info_fields = (
             machine.config.activity_id,
             machine.config.activity_type,
             attempt,
-            to_dt(machine.scheduled_time).timestamp(),
-            to_dt(machine.attempt_scheduled_time).timestamp(),
-            to_dt(started_at).timestamp(),
+            timestamp(machine.scheduled_time),
+            timestamp(machine.attempt_scheduled_time),
+            timestamp(started_at),
             record.details_bytes,
             record.info_timeouts,
             record.task_queue,
@@ -448,9 +459,10 @@ class SupervisorActor(pykka.ThreadingActor):
         if not self._timer_ops:
             return
         ops, self._timer_ops = self._timer_ops, {}
-        adds = [(key, op[0], op[1]) for key, op in ops.items() if op is not None]
-        cancels = [key for key, op in ops.items() if op is None]
-        self._timer.tell(TimerBatch(adds, cancels))
+        if self._put_timer_ops is not None:
+            self._put_timer_ops(ops)
+        else:
+            self._timer.tell(TimerBatch.from_ops(ops))
 
     def _statistics(self) -> Dict[str, int]:
         counts = {"pending": 0, "running": 0, "retrying": 0, **self._closed}

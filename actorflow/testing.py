@@ -97,6 +97,7 @@ class VirtualClock:
             if not isinstance(value, timedelta) or value <= timedelta(0):
                 raise ValueError(f"{name} must be a positive timedelta, got {value!r}")
         self._start = start.astimezone(timezone.utc)
+        self._start_timestamp = self._start.timestamp()
         self._settle = settle.total_seconds()
         self._poll = poll.total_seconds()
         self._lock = threading.Lock()
@@ -142,6 +143,10 @@ class VirtualClock:
     def to_datetime(self, t: float) -> datetime:
         """The aware UTC datetime of the reading ``t``."""
         return self._start + timedelta(seconds=t)
+
+    def to_timestamp(self, t: float) -> float:
+        """The POSIX timestamp of the reading ``t``."""
+        return self._start_timestamp + t
 
     def add_waker(self, waker: Callable[[], None]) -> None:
         """``waker`` runs after every jump (the timer actor puts a tick in its inbox)."""

@@ -72,6 +72,13 @@ class TimerBatch:
     adds: Sequence[Tuple[Hashable, float, int]] = ()
     cancels: Sequence[Hashable] = ()
 
+    @classmethod
+    def from_ops(cls, ops: Dict[Hashable, Optional[Tuple[float, int]]]) -> "TimerBatch":
+        """From ``{key: (deadline, priority)}`` (add) or ``{key: None}`` (cancel), one op per key."""
+        adds = [(key, op[0], op[1]) for key, op in ops.items() if op is not None]
+        cancels = [key for key, op in ops.items() if op is None]
+        return cls(adds, cancels)
+
 
 @dataclass(frozen=True)
 class TimerStatistics:
@@ -150,14 +157,28 @@ class _DeadlineInbox(queue.Queue):
             self.unfinished_tasks += 1
             self.not_empty.notify()
 
+    def put_ops(self, ops: Dict[Hashable, Optional[Tuple[float, int]]]) -> None:
+        """Same as telling ``TimerBatch.from_ops(ops)``, without building the batch when the
+        operations can be deferred (the common case: see the class docstring)."""
+        if self._lazy:
+            with self.mutex:
+                wake_at = self._wake_at
+                if wake_at is not None and not any(op is not None and op[0] < wake_at for op in ops.values()):
+                    self._deferred.update(ops)
+                    if len(self._deferred) < _LAZY_LIMIT:
+                        return
+                    self._put(Envelope(self._take_deferred()))
+                    self.unfinished_tasks += 1
+                    self.not_empty.notify()
+                    return
+        self.put(Envelope(TimerBatch.from_ops(ops)))
+
     def _take_deferred(self) -> Optional["TimerBatch"]:
         """Mutex held. The deferred operations as one batch (each key once), or None."""
         if not self._deferred:
             return None
         deferred, self._deferred = self._deferred, {}
-        adds = [(key, op[0], op[1]) for key, op in deferred.items() if op is not None]
-        cancels = [key for key, op in deferred.items() if op is None]
-        return TimerBatch(adds, cancels)
+        return TimerBatch.from_ops(deferred)
 
     def _urgent(self, message: Any) -> bool:
         """Mutex held. Must the thread wake for this message before its current deadline?"""

@@ -82,3 +82,20 @@ def test_statistics_reports_pending_timers(timer):
     ref.tell(TimerBatch([], ["y"]))
     stats = ref.ask("statistics", timeout=5)
     assert stats.pending == 1
+
+
+def test_put_ops_defers_like_a_batch_and_an_earlier_deadline_still_wakes_the_thread(timer):
+    """The supervisors' path (``put_ops``): one op per key, a cancel (None) wins over the add."""
+    ref, clock, recorder = timer
+    inbox = ref.actor_inbox
+    now = clock.now()
+    inbox.put_ops({"first": (now + 0.3, 0)})
+    time.sleep(0.02)  # the thread now sleeps towards "first"
+    inbox.put_ops({"later": (now + 0.5, 0), "gone": (now + 0.4, 0)})  # deferred under lazy
+    inbox.put_ops({"gone": None})
+    inbox.put_ops({"urgent": (now + 0.05, 0)})  # earlier than the wake-up: must wake it now
+    assert recorder.wait_for(1, timeout=3.0)
+    assert recorder.fired == ["urgent"]
+    assert recorder.wait_for(3, timeout=3.0)
+    time.sleep(0.2)
+    assert recorder.fired == ["urgent", "first", "later"]

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import pykka
 
@@ -97,7 +97,8 @@ class SupervisorActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(self, pool: Any, timer: pykka.ActorRef, clock: Clock, stop_grace: float,
-                 instances: Optional[List["SupervisorActor"]] = None) -> None:
+                 instances: Optional[List["SupervisorActor"]] = None,
+                 fire_timers: Optional[Callable[[], None]] = None) -> None:
         super().__init__()
         # The inbox's deque: its length is read without the queue's mutex, as a hint that is
         # exact whenever it matters (only this actor's handlers take messages out).
@@ -107,6 +108,9 @@ class SupervisorActor(pykka.ThreadingActor):
             instances.append(self)
         self._pool = pool
         self._timer = timer
+        # TimerActor.fire_due_inline: called after every message, so deadlines fire on time even
+        # while the timer's own thread waits for the GIL behind busy threads.
+        self._fire_timers = fire_timers if fire_timers is not None else _nothing
         # The timer actor's inbox takes coalesced operations directly (TimerBatch otherwise).
         self._put_timer_ops = getattr(getattr(timer, "actor_inbox", None), "put_ops", None)
         self._clock = clock
@@ -132,6 +136,12 @@ class SupervisorActor(pykka.ThreadingActor):
     # -- messages ---------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        try:
+            return self._receive(message)
+        finally:
+            self._fire_timers()
+
+    def _receive(self, message: Any) -> Any:
         with self._processing:
             try:
                 if message == "statistics":
@@ -164,19 +174,24 @@ class SupervisorActor(pykka.ThreadingActor):
         if not self._processing.acquire(blocking=False):
             return False
         try:
-            if self._inbox_items:
-                return False
-            self._handlers[type(message)](message)
-            if may_write:
-                self._flush()
-            else:
-                self._flush_timers()
-                if self._outbox:
-                    self.actor_ref.tell(_FLUSH)
-            self._settle_callers()
-            return True
+            return self._handle_inline(message, may_write)
         finally:
             self._processing.release()
+            self._fire_timers()
+
+    def _handle_inline(self, message: Any, may_write: bool) -> bool:
+        """``_processing`` held."""
+        if self._inbox_items:
+            return False
+        self._handlers[type(message)](message)
+        if may_write:
+            self._flush()
+        else:
+            self._flush_timers()
+            if self._outbox:
+                self.actor_ref.tell(_FLUSH)
+        self._settle_callers()
+        return True
 
     def _settle_callers(self) -> None:
         """Wake callers last, once this thread has no more work for the message, so the woken
@@ -475,6 +490,10 @@ class SupervisorActor(pykka.ThreadingActor):
             elif state is State.BACKOFF:
                 counts["retrying"] += 1
         return counts
+
+
+def _nothing() -> None:
+    pass
 
 
 def _settle(future: Outcome, *, result: Any = None, error: Optional[BaseException] = None) -> None:

@@ -152,8 +152,12 @@ class ActorSystem:
             self._state = "running"
         try:
             # Lazy timer wake-ups only under real time: a virtual clock's idle probe reads the inbox.
-            self._timer = TimerActor.start(self._clock, self._deliver_timers,
-                                           lazy=isinstance(self._clock, SystemClock))
+            timer_actors: List[TimerActor] = []
+            real_time = isinstance(self._clock, SystemClock)
+            self._timer = TimerActor.start(self._clock, self._deliver_timers, lazy=real_time,
+                                           instances=timer_actors)
+            # Busy runtime threads fire due deadlines themselves, under real time only.
+            fire_timers = timer_actors[0].fire_due_inline if real_time else None
             self._pool = WorkerPool(
                 size=self._workers,
                 max_concurrent=self._max_concurrent,
@@ -168,7 +172,7 @@ class ActorSystem:
             self._supervisor_actors: List[SupervisorActor] = []
             self._supervisors = [
                 SupervisorActor.start(self._pool, self._timer, self._clock, self._stop_grace.total_seconds(),
-                                      self._supervisor_actors)
+                                      self._supervisor_actors, fire_timers)
                 for i in range(self._shards)
             ]
             self._pool.start(self._startup_timeout.total_seconds())
@@ -409,12 +413,19 @@ class ActorSystem:
                 self._supervisors[shard].tell(message)
 
     def _deliver_timers(self, due: List[Tuple[Any, float]]) -> None:
-        """Runs on the timer actor's thread."""
+        """Runs on the timer actor's thread, or on a runtime thread that fires inline."""
         by_shard: Dict[int, list] = {}
         for item in due:
             by_shard.setdefault(item[0][0] % self._shards, []).append(item)
         for shard, fired in by_shard.items():
-            self._supervisors[shard].tell(TimersFired(fired))
+            message = TimersFired(fired)
+            try:
+                handled = self._supervisor_actors[shard].handle_inline(message, may_write=False)
+            except Exception:  # an actorflow bug: keep the timer alive, as the actor would
+                log.error("internal error handling fired timers inline", exc_info=True)
+                handled = True
+            if not handled:
+                self._supervisors[shard].tell(message)
 
     def _pool_broken(self, reason: str) -> None:
         self._broken = reason

@@ -2,13 +2,21 @@
 
 ``DeadlineMap`` is a plain sorted map (sortedcontainers) with O(log n) add and cancel.
 ``TimerActor`` is one pykka actor, so one thread, whose inbox ``get`` waits no longer than the
-next deadline: the actor thread *is* the waiting thread, and nothing else touches the map.
+next deadline: the actor thread *is* the waiting thread.
+
+Under load that thread has to win the GIL from the busy runtime threads when a deadline comes,
+which can take tens of milliseconds. So the runtime's own busy threads (supervisors, the pool's
+reader, callers) also call ``fire_due_inline`` after each message they handle: a float compare in
+the common case, and when a deadline has passed and the actor is idle, the same actor logic runs
+on that thread, serialised with the actor's thread by a lock (as ``SupervisorActor.handle_inline``).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import queue
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
@@ -116,9 +124,16 @@ class _DeadlineInbox(queue.Queue):
         self._lazy = lazy
         self._wake_at: Optional[float] = None  # the deadline the thread sleeps towards
         self._deferred: Dict[Hashable, Optional[Tuple[float, int]]] = {}  # key -> add or cancel
+        # No pending deadline (in the map, queued or deferred) is earlier; read without the
+        # mutex by fire_due_inline, so a plain float.
+        self.due_hint = math.inf
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
-        deadline = self._next_deadline()
+        if self._lazy:  # the map may be in use on another thread (fire_due_inline): use the hint
+            hint = self.due_hint
+            deadline: Optional[float] = None if hint == math.inf else hint
+        else:
+            deadline = self._next_deadline()
         with self.mutex:
             deferred = self._take_deferred()
             if deferred is not None:
@@ -140,6 +155,8 @@ class _DeadlineInbox(queue.Queue):
             return
         with self.mutex:
             message = item.message
+            if isinstance(message, TimerBatch) and message.adds:
+                self._lower_hint(min(deadline for _, deadline, _ in message.adds))
             if not self._urgent(message):
                 for key, deadline, priority in message.adds:
                     self._deferred[key] = (deadline, priority)
@@ -163,7 +180,9 @@ class _DeadlineInbox(queue.Queue):
         if self._lazy:
             with self.mutex:
                 wake_at = self._wake_at
-                if wake_at is not None and not any(op is not None and op[0] < wake_at for op in ops.values()):
+                earliest = min((op[0] for op in ops.values() if op is not None), default=math.inf)
+                self._lower_hint(earliest)
+                if wake_at is not None and earliest >= wake_at:
                     self._deferred.update(ops)
                     if len(self._deferred) < _LAZY_LIMIT:
                         return
@@ -172,6 +191,41 @@ class _DeadlineInbox(queue.Queue):
                     self.not_empty.notify()
                     return
         self.put(Envelope(TimerBatch.from_ops(ops)))
+
+    def _lower_hint(self, deadline: float) -> None:
+        """Mutex held."""
+        if deadline < self.due_hint:
+            self.due_hint = deadline
+
+    def reset_hint(self, next_deadline: Optional[float]) -> None:
+        """The actor's map changed (and nothing is queued or deferred, or it was just taken):
+        ``next_deadline`` is the earliest pending one. A thread sleeping towards an earlier
+        deadline wakes early and re-arms; adds earlier than the new one now wake it."""
+        with self.mutex:
+            self.due_hint = math.inf if next_deadline is None else next_deadline
+            for op in self._deferred.values():
+                if op is not None:
+                    self._lower_hint(op[0])
+            for envelope in self.queue:
+                message = envelope.message
+                if isinstance(message, TimerBatch) and message.adds:
+                    self._lower_hint(min(deadline for _, deadline, _ in message.adds))
+            if self._wake_at is not None and next_deadline is not None and next_deadline > self._wake_at:
+                self._wake_at = next_deadline
+
+    def take_timer_operations(self) -> Optional[List[Any]]:
+        """Mutex held by the caller. Remove and return every queued message, then the deferred
+        operations, in order, if they are all timer operations or ticks; None (taking nothing)
+        if anything else waits, which only the actor's thread may handle."""
+        for envelope in self.queue:
+            if envelope.reply_to is not None or not isinstance(envelope.message, (TimerBatch, _Tick)):
+                return None
+        messages = [envelope.message for envelope in self.queue]
+        self.queue.clear()
+        deferred = self._take_deferred()
+        if deferred is not None:
+            messages.append(deferred)
+        return messages
 
     def _take_deferred(self) -> Optional["TimerBatch"]:
         """Mutex held. The deferred operations as one batch (each key once), or None."""
@@ -191,21 +245,26 @@ class _DeadlineInbox(queue.Queue):
 class TimerActor(pykka.ThreadingActor):
     """Owns every deadline of the system; tells ``deliver`` the keys that fire, in order.
 
-    Runs on its own actor thread. ``deliver`` is called on that thread with a list of
-    ``(key, deadline)``, and must only hand the keys on (tell), never block.
+    Runs on its own actor thread. ``deliver`` is called with a list of ``(key, deadline)`` on
+    that thread, or on a runtime thread in ``fire_due_inline``; it must only hand the keys on,
+    never block.
     """
 
     use_daemon_thread = True
 
     def __init__(self, clock: Clock, deliver: Callable[[List[Tuple[Hashable, float]]], None],
-                 lazy: bool = True) -> None:
+                 lazy: bool = True, instances: Optional[List["TimerActor"]] = None) -> None:
         self._clock = clock
         self._lazy = lazy
         self._deliver = deliver
         self._map = DeadlineMap()
         self._fired = 0
         self._max_lateness = 0.0
+        self._processing = threading.Lock()  # held while the map is used, on any thread
         super().__init__()
+        if instances is not None:
+            instances.append(self)
+        self._inbox: _DeadlineInbox = self.actor_inbox  # type: ignore[assignment]
         self._waker = lambda: self.actor_inbox.put(Envelope(_TICK))
 
     def _create_actor_inbox(self) -> _DeadlineInbox:  # type: ignore[override]
@@ -218,19 +277,49 @@ class TimerActor(pykka.ThreadingActor):
         self._clock.remove_waker(self._waker)
 
     def on_receive(self, message: Any) -> Any:
+        with self._processing:
+            if message == "statistics":
+                return TimerStatistics(len(self._map), self._fired, self._max_lateness)
+            self._apply(message)
+            self._fire_due()  # also under a steady stream of messages, so firing is never starved
+            if self._lazy:
+                self._inbox.reset_hint(self._map.next_deadline())
+        return None
+
+    def fire_due_inline(self) -> None:
+        """Fire the deadlines that are due on the calling thread, if the actor is idle.
+
+        Called by the runtime's busy threads after each message they handle; costs a clock read
+        and a compare unless a deadline has passed. Only for the real clock (a virtual clock's
+        jumps are driven through the actor's thread).
+        """
+        inbox = self._inbox
+        # (not lazy: a virtual clock, whose idle probe asks the supervisors while holding the
+        # clock's lock, so this must not read that clock)
+        if not self._lazy or inbox.due_hint > self._clock.now():
+            return
+        if not self._processing.acquire(blocking=False):
+            return  # the actor's thread (or another) is at it
+        try:
+            with inbox.mutex:
+                messages = inbox.take_timer_operations()
+            if messages is None:
+                return  # something only the actor's thread may handle is queued: it will fire
+            for message in messages:
+                self._apply(message)
+            self._fire_due()
+            inbox.reset_hint(self._map.next_deadline())
+        finally:
+            self._processing.release()
+
+    def _apply(self, message: Any) -> None:
         if isinstance(message, TimerBatch):
             for key, deadline, priority in message.adds:
                 self._map.add(key, deadline, priority)
             for key in message.cancels:
                 self._map.cancel(key)
-        elif isinstance(message, _Tick):
-            pass
-        elif message == "statistics":
-            return TimerStatistics(len(self._map), self._fired, self._max_lateness)
-        else:
+        elif not isinstance(message, _Tick):
             raise TypeError(f"TimerActor cannot handle {message!r}")
-        self._fire_due()  # also under a steady stream of messages, so firing is never starved
-        return None
 
     def _fire_due(self) -> None:
         next_deadline = self._map.next_deadline()

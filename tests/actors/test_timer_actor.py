@@ -8,6 +8,8 @@ import time
 import pytest
 
 from actorflow.clock import SystemClock
+from pykka._envelope import Envelope
+
 from actorflow.timer import TimerActor, TimerBatch
 
 
@@ -99,3 +101,44 @@ def test_put_ops_defers_like_a_batch_and_an_earlier_deadline_still_wakes_the_thr
     assert recorder.wait_for(3, timeout=3.0)
     time.sleep(0.2)
     assert recorder.fired == ["urgent", "first", "later"]
+
+
+def _unstarted_timer():
+    """A TimerActor whose own thread never runs: only fire_due_inline can fire its deadlines."""
+    clock = SystemClock()
+    fired = []
+    actor = TimerActor(clock, lambda due: fired.append((threading.current_thread().name, due)), lazy=True)
+    return actor, clock, fired
+
+
+def test_fire_due_inline_fires_on_the_calling_thread_once_a_deadline_has_passed():
+    actor, clock, fired = _unstarted_timer()
+    now = clock.now()
+    actor.actor_inbox.put_ops({"due": (now - 0.01, 0), "not yet": (now + 60, 0)})
+    actor.fire_due_inline()
+    assert fired == [(threading.current_thread().name, [("due", now - 0.01)])]
+    actor.fire_due_inline()  # nothing else is due: the hint now says so
+    assert len(fired) == 1
+
+
+def test_fire_due_inline_applies_deferred_and_queued_cancels_first():
+    actor, clock, fired = _unstarted_timer()
+    inbox = actor.actor_inbox
+    now = clock.now()
+    inbox.put_ops({"queued": (now + 0.02, 0)})  # no thread asleep: queued
+    inbox._wake_at = now + 0.02  # as if the thread slept towards "queued"
+    inbox.put_ops({"deferred": (now + 0.03, 0)})
+    inbox.put_ops({"queued": None, "deferred": None})  # both cancelled before they are due
+    time.sleep(0.05)
+    actor.fire_due_inline()
+    assert fired == []
+
+
+def test_fire_due_inline_leaves_other_messages_to_the_actor_thread():
+    import pykka
+
+    actor, clock, fired = _unstarted_timer()
+    actor.actor_inbox.put_ops({"due": (clock.now() - 1, 0)})
+    actor.actor_inbox.put(Envelope("statistics", reply_to=pykka.ThreadingFuture()))
+    actor.fire_due_inline()
+    assert fired == []  # order is kept: the ask must be answered first, by the actor's thread

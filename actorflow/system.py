@@ -401,16 +401,9 @@ class ActorSystem:
     # -- plumbing for the actors ------------------------------------------------------------
 
     def _route_reports(self, reports: Dict[int, list], dispatches: Dict[int, list]) -> None:
-        """Runs on the pool's reader thread (or a supervisor's): one tell per supervisor."""
+        """Runs on the pool's reader thread (or a supervisor's): one message per supervisor."""
         for shard in set(reports) | set(dispatches):
-            message = WorkerReports(reports.get(shard, ()), dispatches.get(shard, ()))
-            try:
-                handled = self._supervisor_actors[shard].handle_inline(message, may_write=False)
-            except Exception:  # an actorflow bug: keep the reader alive, as the actor would
-                log.error("internal error handling worker reports inline", exc_info=True)
-                handled = True
-            if not handled:
-                self._supervisors[shard].tell(message)
+            self._handle_or_tell(shard, WorkerReports(reports.get(shard, ()), dispatches.get(shard, ())))
 
     def _deliver_timers(self, due: List[Tuple[Any, float]]) -> None:
         """Runs on the timer actor's thread, or on a runtime thread that fires inline."""
@@ -418,14 +411,18 @@ class ActorSystem:
         for item in due:
             by_shard.setdefault(item[0][0] % self._shards, []).append(item)
         for shard, fired in by_shard.items():
-            message = TimersFired(fired)
-            try:
-                handled = self._supervisor_actors[shard].handle_inline(message, may_write=False)
-            except Exception:  # an actorflow bug: keep the timer alive, as the actor would
-                log.error("internal error handling fired timers inline", exc_info=True)
-                handled = True
-            if not handled:
-                self._supervisors[shard].tell(message)
+            self._handle_or_tell(shard, TimersFired(fired))
+
+    def _handle_or_tell(self, shard: int, message: Any) -> None:
+        """Hand ``message`` to a supervisor: on this thread if it is idle, else to its inbox.
+        Never on a pipe: the reader and the timer must not block on a worker."""
+        try:
+            handled = self._supervisor_actors[shard].handle_inline(message, may_write=False)
+        except Exception:  # an actorflow bug: keep this thread alive, as the actor would
+            log.error("internal error handling %s inline", type(message).__name__, exc_info=True)
+            handled = True
+        if not handled:
+            self._supervisors[shard].tell(message)
 
     def _pool_broken(self, reason: str) -> None:
         self._broken = reason

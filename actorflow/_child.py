@@ -5,12 +5,13 @@ tasks on the process's event loop thread; sync activities run on activity thread
 reads follows the work (a leader/follower scheme), so that a RUN is started by the thread that
 read it, with no thread hop in the worker:
 
-- while sync activities arrive, an idle activity thread blocks on the pipe. When it reads a sync
-  RUN it passes the reader role to another idle activity thread (or, if the batch's last RUN
-  was async, to the loop) and runs the attempt itself;
+- while sync activities arrive, an activity thread blocks on the pipe. When it reads a sync RUN
+  it runs the attempt itself and keeps the reader role: the pipe goes into an epoll set that the
+  loop watches, and only if a message arrives before the attempt ends does the loop take the
+  role over. A quick attempt thus costs no thread wake-up in the worker at all;
 - while async activities arrive, the event loop reads the pipe (``loop.add_reader``) and starts
-  the task at once; a sync RUN is handed to an activity thread, together with the reader role if
-  it was the batch's last RUN.
+  the task at once; a sync RUN is handed to an idle activity thread, together with the reader
+  role if it was the batch's last RUN.
 
 Reports go back from the thread where the attempt ends. Cancellation arrives as a message: an
 async activity's task is cancelled (``asyncio.CancelledError`` at its next await), a sync
@@ -23,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import os
 import functools
+import os
 import pickle
 import queue
 import select

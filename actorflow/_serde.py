@@ -33,7 +33,12 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     if depth >= 3:
         return False
     if kind in _PLAIN_CONTAINERS:
-        return len(value) <= 64 and all(_is_plain(v, depth + 1) for v in value)
+        if len(value) > 64:
+            return False
+        for item in value:  # a loop, not all(genexpr): this runs for every start_activity
+            if type(item) not in _PLAIN and not _is_plain(item, depth + 1):
+                return False
+        return True
     if kind is dict:
         return len(value) <= 64 and all(
             type(k) in _PLAIN and _is_plain(v, depth + 1) for k, v in value.items()

@@ -117,6 +117,7 @@ class ActorSystem:
         for fn in activities:
             self._register(fn)
         self._by_value_cache: "weakref.WeakKeyDictionary[Any, bytes]" = weakref.WeakKeyDictionary()
+        self._timing_cache: Dict[tuple, tuple] = {}  # validated timeouts -> seconds and throttle
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._state = "new"  # new -> running -> stopping -> stopped
@@ -295,13 +296,20 @@ class ActorSystem:
         """Validate everything, then schedule the execution; returns its handle at once (R87)."""
         name, fn_bytes = self._resolve_activity(activity)
         call_args = _call_args(arg, args)
-        s2c = _optional_timeout("schedule_to_close_timeout", schedule_to_close_timeout)
-        s2s = _optional_timeout("schedule_to_start_timeout", schedule_to_start_timeout)
-        stc = _optional_timeout("start_to_close_timeout", start_to_close_timeout)
-        hb = _optional_timeout("heartbeat_timeout", heartbeat_timeout)
-        s2c, s2s, stc, hb = _normalise(s2c, s2s, stc, hb)
+        timing_key = (schedule_to_close_timeout, schedule_to_start_timeout, start_to_close_timeout,
+                      heartbeat_timeout)
+        try:
+            timing = self._timing_cache.get(timing_key)
+        except TypeError:  # an unhashable value: the validation below names it
+            timing = None
+        if timing is None:
+            timing = self._timing(*timing_key)
+            if len(self._timing_cache) < _TIMING_CACHE:
+                self._timing_cache[timing_key] = timing
+        s2c_s, s2s_s, stc_s, hb_s, throttle = timing
         policy = _effective_policy(retry_policy)
-        if not isinstance(cancellation_type, int) or cancellation_type not in (0, 1, 2):
+        if cancellation_type.__class__ is not ActivityCancellationType and (
+                not isinstance(cancellation_type, int) or cancellation_type not in (0, 1, 2)):
             raise ValueError(
                 f"cancellation_type must be an ActivityCancellationType (TRY_CANCEL, "
                 f"WAIT_CANCELLATION_COMPLETED or ABANDON), got {cancellation_type!r}"
@@ -317,17 +325,16 @@ class ActorSystem:
             args_bytes = _serde.dumps(call_args)
         except Exception as exc:
             raise TypeError(f"the arguments of activity {name!r} cannot be pickled: {exc}") from exc
-        throttle = heartbeat_throttle_interval(hb, self._default_throttle, self._max_throttle)
         with self._lock:
             self._check_running()
             exec_id = next(self._ids)
             config = ExecutionConfig(
                 activity_id=activity_id if activity_id is not None else str(exec_id),
                 activity_type=name,
-                start_to_close=stc.total_seconds(),
-                schedule_to_close=s2c.total_seconds() if s2c else None,
-                schedule_to_start=s2s.total_seconds() if s2s else None,
-                heartbeat=hb.total_seconds() if hb else None,
+                start_to_close=stc_s,
+                schedule_to_close=s2c_s,
+                schedule_to_start=s2s_s,
+                heartbeat=hb_s,
                 policy=policy[0],
                 cancellation_type=int(cancellation_type),
             )
@@ -343,7 +350,7 @@ class ActorSystem:
                 args_bytes=args_bytes,
                 task_queue=self._task_queue,
                 throttle=throttle,
-                info_timeouts=(config.heartbeat, config.schedule_to_close, config.start_to_close),
+                info_timeouts=(hb_s, s2c_s, stc_s),
                 policy_fields=policy[1],
             )
             supervisor = self._supervisors[shard]
@@ -353,6 +360,18 @@ class ActorSystem:
         return ActivityHandle(config.activity_id, name, future,
                               lambda: supervisor.tell(CancelExecution(exec_id)),
                               record.history, self._clock.to_datetime)
+
+    def _timing(self, schedule_to_close: Any, schedule_to_start: Any, start_to_close: Any,
+                heartbeat: Any) -> Tuple[Optional[float], Optional[float], float, Optional[float], float]:
+        """Validate and normalise the four timeouts (R1-R10); seconds, and the heartbeat throttle."""
+        s2c = _optional_timeout("schedule_to_close_timeout", schedule_to_close)
+        s2s = _optional_timeout("schedule_to_start_timeout", schedule_to_start)
+        stc = _optional_timeout("start_to_close_timeout", start_to_close)
+        hb = _optional_timeout("heartbeat_timeout", heartbeat)
+        s2c, s2s, stc, hb = _normalise(s2c, s2s, stc, hb)
+        throttle = heartbeat_throttle_interval(hb, self._default_throttle, self._max_throttle)
+        return (s2c.total_seconds() if s2c else None, s2s.total_seconds() if s2s else None,
+                stc.total_seconds(), hb.total_seconds() if hb else None, throttle)
 
     async def execute_activity(self, activity: Union[Callable[..., Any], str], arg: Any = _NO_ARG, **options: Any) -> Any:
         """``start_activity(...)`` then await the handle (R87)."""
@@ -532,6 +551,9 @@ def _normalise(
     if hb is not None:
         hb = min(hb, stc)
     return s2c, s2s, stc, hb
+
+
+_TIMING_CACHE = 256  # distinct timeout combinations remembered per system
 
 
 def heartbeat_throttle_interval(heartbeat_timeout: Optional[timedelta], default: timedelta,

@@ -329,3 +329,24 @@ def test_D5_call_options_are_validated_before_anything_runs(unstarted_system):
     # valid options: only then does the (unstarted) system refuse
     with pytest.raises(RuntimeError, match="not running"):
         system.start_activity(known_activity, 1, start_to_close_timeout=S(5))
+
+
+def test_validated_timeouts_are_remembered_and_bad_ones_are_rejected_every_time(unstarted_system):
+    """start_activity keeps the normalised timeouts per combination (a hot-path cache): a bad
+    combination is never remembered, and each good one keeps its own R11/R12/R49 result."""
+    system = unstarted_system
+    for _ in range(2):
+        with pytest.raises(ValueError, match="heartbeat_timeout"):
+            system.start_activity(known_activity, 1, start_to_close_timeout=S(5), heartbeat_timeout=timedelta(0))
+        with pytest.raises(TypeError, match="start_to_close_timeout"):
+            system.start_activity(known_activity, 1, start_to_close_timeout=[5])  # unhashable
+    assert system._timing_cache == {}
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="not running"):
+            system.start_activity(known_activity, 1, start_to_close_timeout=S(5), heartbeat_timeout=S(10))
+        with pytest.raises(RuntimeError, match="not running"):
+            system.start_activity(known_activity, 1, schedule_to_close_timeout=S(8))
+    assert system._timing_cache == {
+        (None, None, S(5), S(10)): (None, None, 5.0, 5.0, 4.0),  # R12: hb capped by stc; R49: 0.8 x
+        (S(8), None, None, None): (8.0, 8.0, 8.0, None, 30.0),  # R11: both default to s2c
+    }

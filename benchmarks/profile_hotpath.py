@@ -12,6 +12,11 @@
 2. ``timeline``: one no-op in flight, the median time between consecutive stages of its path.
 3. ``cpu``: thread CPU time of each parent component alone (caller, supervisor, reader).
 4. ``memory``: tracemalloc bytes per execution parked in backoff, by allocating line.
+5. ``processcpu``: CPU per round trip of the parent and of the worker processes (``/proc``),
+   next to ProcessPoolExecutor's, and the round trip p50/p99 with the two interleaved every 100
+   calls (finer than the runner's interleaving, for A/B comparisons of two trees).
+6. ``gcpause``: the timer's firing lateness under full dispatch load, with the cyclic GC's
+   pauses per generation recorded meanwhile (``--freeze`` calls ``gc.freeze()`` first).
 """
 
 from __future__ import annotations
@@ -412,6 +417,101 @@ def _memory(n: int) -> None:
             h.cancel()
 
 
+# -- processcpu: CPU per round trip, per process ----------------------------------------------
+
+
+def _process_cpu(n: int) -> None:
+    import multiprocessing
+
+    from actorflow import ActorSystem
+
+    import bench_activities as acts
+    from _common import percentile, ppe
+    from bench_latency import _af_roundtrips, _ppe_roundtrips
+
+    def cpu(pid: int) -> float:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def measure(run) -> tuple:
+        children = [p.pid for p in multiprocessing.active_children()]
+        before = {p: cpu(p) for p in children}
+        own, t0 = cpu(os.getpid()), time.perf_counter()
+        run(n)
+        wall, own = time.perf_counter() - t0, cpu(os.getpid()) - own
+        kids = sum(cpu(p) - before[p] for p in children)
+        return own / n * 1e6, kids / n * 1e6, wall / n * 1e6
+
+    with ActorSystem(activities=[acts.noop, acts.noop_async], workers=2) as system, ppe(2) as pool:
+        for fn in (acts.noop, acts.noop_async):
+            _af_roundtrips(system, fn, 300)
+        _ppe_roundtrips(pool, 300)
+        rows = {
+            "sync def": measure(lambda k: _af_roundtrips(system, acts.noop, k)),
+            "async def": measure(lambda k: _af_roundtrips(system, acts.noop_async, k)),
+            "PPE": measure(lambda k: _ppe_roundtrips(pool, k)),
+        }
+        lat: dict = {"sync def": [], "async def": [], "PPE": []}
+        for _ in range(max(1, n // 100)):
+            lat["sync def"] += _af_roundtrips(system, acts.noop, 100)
+            lat["PPE"] += _ppe_roundtrips(pool, 100)
+            lat["async def"] += _af_roundtrips(system, acts.noop_async, 100)
+    print(f"{n} round trips each; CPU us per round trip (parent / workers), wall us per round trip;")
+    print("then p50 / p99 with the three interleaved every 100 calls, and the ratio to PPE")
+    ref50, ref99 = percentile(lat["PPE"], 50), percentile(lat["PPE"], 99)
+    for name, (own, kids, wall) in rows.items():
+        p50, p99 = percentile(lat[name], 50), percentile(lat[name], 99)
+        print(f"  {name:10s} parent {own:6.0f}  workers {kids:6.0f}  wall {wall:6.0f}   "
+              f"p50 {p50 * 1e6:6.0f} ({p50 / ref50:.2f}x)  p99 {p99 * 1e6:6.0f} ({p99 / ref99:.2f}x)")
+
+
+# -- gcpause: timer lateness under load next to the GC's pauses ---------------------------------
+
+
+def _gc_pause(freeze: bool) -> None:
+    import gc
+
+    from actorflow import ActorSystem
+
+    import bench_activities as acts
+    from _common import percentile
+    from bench_timer import _Load, _Probes
+
+    pauses: dict = {0: [], 1: [], 2: []}
+    started: dict = {}
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            started["t"] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append((time.perf_counter() - started["t"]) * 1e3)
+
+    system = ActorSystem(activities=[acts.noop], workers=2)
+    probes = _Probes(system)
+    with system:
+        probes.fill(100_000)
+        t0 = time.perf_counter()
+        gc.collect()
+        full = (time.perf_counter() - t0) * 1e3
+        if freeze:
+            gc.freeze()
+        gc.callbacks.append(on_gc)
+        try:
+            with _Load(system):
+                late = [x * 1e3 for x in probes.run(1000, 0.002)]
+        finally:
+            gc.callbacks.remove(on_gc)
+            gc.unfreeze()
+    print(f"tracked objects {len(gc.get_objects())}; one full collection with 100000 timers pending: {full:.1f} ms"
+          f"{'; gc.freeze() before the load' if freeze else ''}")
+    print(f"lateness under load: p50 {percentile(late, 50):.2f} ms, p99 {percentile(late, 99):.2f} ms, "
+          f"max {max(late):.2f} ms")
+    for generation, values in pauses.items():
+        print(f"  gen {generation}: {len(values)} collections, longest {max(values, default=0):.1f} ms, "
+              f"total {sum(values):.0f} ms")
+
+
 # -- report -------------------------------------------------------------------------------------
 
 def _frame_name(frame: str) -> str:
@@ -470,7 +570,9 @@ def _report(path: str, threads_path: str | None, top: int = 25) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["roundtrip", "throughput", "report", "timeline", "cpu", "memory"])
+    p.add_argument("mode", choices=["roundtrip", "throughput", "report", "timeline", "cpu", "memory",
+                                    "processcpu", "gcpause"])
+    p.add_argument("--freeze", action="store_true", help="gcpause: gc.freeze() before the load")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--async", dest="use_async", action="store_true")
     p.add_argument("path", nargs="?")
@@ -486,6 +588,10 @@ def main() -> None:
         _cpu(min(args.n, 20000))
     elif args.mode == "timeline":
         _timeline(args.n, args.use_async)
+    elif args.mode == "processcpu":
+        _process_cpu(args.n)
+    elif args.mode == "gcpause":
+        _gc_pause(args.freeze)
     else:
         _workload(args.mode, args.seconds, args.threads_out)
 

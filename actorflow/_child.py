@@ -30,6 +30,7 @@ import pickle
 import queue
 import select
 import threading
+import traceback
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -47,6 +48,7 @@ _NOTHING = object()
 _BY_VALUE_CACHE = 256
 _LEAD = object()  # a job for an idle activity thread: "become the pipe's reader"
 _LOOP = "loop"  # the reader role's owner when the event loop reads
+_EX_SOFTWARE = 70  # exit status of a worker that hit an internal error (sysexits.h)
 
 
 def worker_main(conn: Any, index: int, registry: Dict[str, bytes], max_concurrent: int) -> None:
@@ -252,6 +254,13 @@ class _WorkerRuntime:
             self._idle += 1
 
     def _activity_thread(self, mode: str) -> None:
+        try:
+            self._serve(mode)
+        except BaseException:  # noqa: BLE001 - an actorflow bug: losing the reader would hang
+            traceback.print_exc()  # the worker, so crash it; the pool reports WorkerCrashed (D1)
+            os._exit(_EX_SOFTWARE)
+
+    def _serve(self, mode: str) -> None:
         me = threading.get_ident()
         lead = mode == "lead"
         if lead:

@@ -127,18 +127,18 @@ class _DeadlineInbox(queue.Queue):
         # No pending deadline (in the map, queued or deferred) is earlier; read without the
         # mutex by fire_due_inline, so a plain float.
         self.due_hint = math.inf
+        self._deferred_min = math.inf  # no deferred add is earlier
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
-        if self._lazy:  # the map may be in use on another thread (fire_due_inline): use the hint
-            hint = self.due_hint
-            deadline: Optional[float] = None if hint == math.inf else hint
-        else:
-            deadline = self._next_deadline()
         with self.mutex:
             deferred = self._take_deferred()
             if deferred is not None:
                 return Envelope(deferred)  # awake anyway: apply what was deferred first
-            self._wake_at = deadline
+            if self._lazy:  # the map may be in use on another thread (fire_due_inline): the hint
+                deadline: Optional[float] = None if self.due_hint == math.inf else self.due_hint
+            else:
+                deadline = self._next_deadline()
+            self._wake_at = deadline  # read and set under the mutex, as reset_hint compares them
         if deadline is None:
             return super().get()
         try:
@@ -193,25 +193,34 @@ class _DeadlineInbox(queue.Queue):
         self.put(Envelope(TimerBatch.from_ops(ops)))
 
     def _lower_hint(self, deadline: float) -> None:
-        """Mutex held."""
+        """Mutex held. Every add passes here when it is put, queued or deferred."""
         if deadline < self.due_hint:
             self.due_hint = deadline
+        if deadline < self._deferred_min:
+            self._deferred_min = deadline  # a lower bound, whether or not this add is deferred
 
-    def reset_hint(self, next_deadline: Optional[float]) -> None:
-        """The actor's map changed (and nothing is queued or deferred, or it was just taken):
-        ``next_deadline`` is the earliest pending one. A thread sleeping towards an earlier
-        deadline wakes early and re-arms; adds earlier than the new one now wake it."""
+    def reset_hint(self, next_deadline: Optional[float], wake_thread: bool = False) -> None:
+        """The actor's map changed: ``next_deadline`` is its earliest deadline. The hint becomes
+        the earliest of that and of what is still queued or deferred.
+
+        ``wake_thread``: another thread changed the map (``fire_due_inline``), and may have taken
+        the very message that was to wake the actor's thread; if that thread sleeps towards a
+        later deadline than the new hint (or none), a tick wakes it to re-arm.
+        """
         with self.mutex:
-            self.due_hint = math.inf if next_deadline is None else next_deadline
-            for op in self._deferred.values():
-                if op is not None:
-                    self._lower_hint(op[0])
-            for envelope in self.queue:
+            hint = math.inf if next_deadline is None else next_deadline
+            if self._deferred and self._deferred_min < hint:
+                hint = self._deferred_min
+            for envelope in self.queue:  # usually empty: only urgent batches are queued
                 message = envelope.message
                 if isinstance(message, TimerBatch) and message.adds:
-                    self._lower_hint(min(deadline for _, deadline, _ in message.adds))
-            if self._wake_at is not None and next_deadline is not None and next_deadline > self._wake_at:
-                self._wake_at = next_deadline
+                    hint = min(hint, min(deadline for _, deadline, _ in message.adds))
+            self.due_hint = hint
+            wake_at = math.inf if self._wake_at is None else self._wake_at
+            if wake_thread and hint < wake_at:
+                self._put(Envelope(_TICK))
+                self.unfinished_tasks += 1
+                self.not_empty.notify()
 
     def take_timer_operations(self) -> Optional[List[Any]]:
         """Mutex held by the caller. Remove and return every queued message, then the deferred
@@ -232,6 +241,7 @@ class _DeadlineInbox(queue.Queue):
         if not self._deferred:
             return None
         deferred, self._deferred = self._deferred, {}
+        self._deferred_min = math.inf
         return TimerBatch.from_ops(deferred)
 
     def _urgent(self, message: Any) -> bool:
@@ -308,7 +318,7 @@ class TimerActor(pykka.ThreadingActor):
             for message in messages:
                 self._apply(message)
             self._fire_due()
-            inbox.reset_hint(self._map.next_deadline())
+            inbox.reset_hint(self._map.next_deadline(), wake_thread=True)
         finally:
             self._processing.release()
 

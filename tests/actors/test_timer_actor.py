@@ -142,3 +142,27 @@ def test_fire_due_inline_leaves_other_messages_to_the_actor_thread():
     actor.actor_inbox.put(Envelope("statistics", reply_to=pykka.ThreadingFuture()))
     actor.fire_due_inline()
     assert fired == []  # order is kept: the ask must be answered first, by the actor's thread
+
+
+def test_fire_due_inline_wakes_the_timer_thread_when_it_sleeps_past_the_new_next_deadline():
+    """The inline path may take the very operations that were to wake the actor's thread; the
+    thread must then be woken to re-arm for the earlier deadline, not sleep on towards the old."""
+    clock = SystemClock()
+    recorder = _Recorder()
+    instances: list = []
+    ref = TimerActor.start(clock, recorder, lazy=True, instances=instances)
+    try:
+        actor = instances[0]
+        inbox = ref.actor_inbox
+        now = clock.now()
+        inbox.put_ops({"far": (now + 30, 0)})
+        time.sleep(0.1)  # the thread now sleeps towards "far"
+        with inbox.mutex:  # as if these had arrived and not yet reached the thread
+            inbox._deferred.update({"due": (now - 0.01, 0), "soon": (now + 0.2, 0)})
+            inbox._lower_hint(now - 0.01)
+        actor.fire_due_inline()
+        assert recorder.fired == ["due"]
+        assert recorder.wait_for(2, timeout=3.0), "the thread slept on towards the old deadline"
+        assert recorder.fired == ["due", "soon"]
+    finally:
+        ref.stop(block=True, timeout=5)

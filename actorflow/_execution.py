@@ -301,7 +301,7 @@ class ExecutionStateMachine:
         # caller was resolved earlier (TRY_CANCEL, ABANDON) and so gets no RejectCaller now.
         self.final_failure: Optional[BaseException] = None
         self._timers: dict = {}  # kind -> (attempt, deadline) of the timers this machine has started
-        self._out: List[Command] = []
+        self._out: List[Command] = _NO_COMMANDS  # collects a handler's commands, see handle()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -316,7 +316,6 @@ class ExecutionStateMachine:
 
     def handle(self, event: Event, now: float) -> List[Command]:
         """Apply ``event`` at clock reading ``now``; return the commands to carry out."""
-        self._out = []
         if self.state is State.CLOSED:
             return self._absorb_late(event)
         handler = _HANDLERS.get(type(event))
@@ -324,8 +323,12 @@ class ExecutionStateMachine:
             raise TypeError(f"ExecutionStateMachine cannot handle {event!r}")
         if self.state is None and not isinstance(event, Schedule):
             raise ExecutionStateError(f"{event!r} before Schedule")
-        handler(self, event, now)
-        return self._out
+        out = self._out = []
+        try:
+            handler(self, event, now)
+        finally:
+            self._out = _NO_COMMANDS  # not kept alive between events (memory, GC)
+        return out
 
     # -- event handlers ---------------------------------------------------------------------
 
@@ -549,6 +552,10 @@ class ExecutionStateMachine:
         if isinstance(event, AttemptStarted):
             return [StopAttempt(event.attempt, "closed")]
         return []
+
+
+# Between events: a handler appending outside handle() would fail loudly on a tuple.
+_NO_COMMANDS: Any = ()
 
 
 _HANDLERS = {

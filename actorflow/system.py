@@ -112,6 +112,7 @@ class ActorSystem:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must implement actorflow.clock.Clock (now, deadline_to_sleep_time, ...), got {clock!r}")
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._to_datetime = self._clock.to_datetime  # one bound method, shared by every handle
         self._registry: Dict[str, Callable[..., Any]] = {}
         self._registry_bytes: Dict[str, bytes] = {}
         for fn in activities:
@@ -357,9 +358,8 @@ class ActorSystem:
             message = NewExecution(record)
             if not self._supervisor_actors[shard].handle_inline(message, may_write=True):
                 supervisor.tell(message)
-        return ActivityHandle(config.activity_id, name, future,
-                              lambda: supervisor.tell(CancelExecution(exec_id)),
-                              record.history, self._clock.to_datetime)
+        return ActivityHandle(config.activity_id, name, future, _Canceller(supervisor, exec_id),
+                              record.history, self._to_datetime)
 
     def _timing(self, schedule_to_close: Any, schedule_to_start: Any, start_to_close: Any,
                 heartbeat: Any) -> Tuple[Optional[float], Optional[float], float, Optional[float], float]:
@@ -554,6 +554,19 @@ def _normalise(
 
 
 _TIMING_CACHE = 256  # distinct timeout combinations remembered per system
+
+
+class _Canceller:
+    """A handle's ``cancel()`` request: one small object, where a closure would take three."""
+
+    __slots__ = ("_supervisor", "_exec_id")
+
+    def __init__(self, supervisor: Any, exec_id: int) -> None:
+        self._supervisor = supervisor
+        self._exec_id = exec_id
+
+    def __call__(self) -> None:
+        self._supervisor.tell(CancelExecution(self._exec_id))
 
 
 def heartbeat_throttle_interval(heartbeat_timeout: Optional[timedelta], default: timedelta,

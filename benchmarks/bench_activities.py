@@ -39,8 +39,7 @@ def fail_then_succeed(due_wall_time: float):
     return None
 
 
-@activity.defn
-def heartbeat_cost(n: int):
+def _heartbeat_cost(n: int) -> tuple:
     """Time ``n`` throttled ``activity.heartbeat()`` calls and ``n`` calls of an empty function.
 
     Returns ``(seconds per heartbeat, seconds per empty call)`` of thread CPU time. The first heartbeat is sent at
@@ -64,23 +63,15 @@ def heartbeat_cost(n: int):
 
 
 @activity.defn
+def heartbeat_cost(n: int):
+    """``_heartbeat_cost`` on an activity thread."""
+    return _heartbeat_cost(n)
+
+
+@activity.defn
 async def heartbeat_cost_async(n: int):
-    """Async variant of ``heartbeat_cost``."""
-    hb = activity.heartbeat
-    hb(-1)
-
-    def empty(*details):
-        return None
-
-    clock = time.thread_time  # CPU of this thread: a busy machine's preemption does not count
-    t0 = clock()
-    for i in range(n):
-        hb(i)
-    t1 = clock()
-    for i in range(n):
-        empty(i)
-    t2 = clock()
-    return (t1 - t0) / n, (t2 - t1) / n
+    """``_heartbeat_cost`` on the worker's event loop."""
+    return _heartbeat_cost(n)
 
 
 @activity.defn

@@ -9,6 +9,7 @@ with ``threading.Event.wait`` (the OS + interpreter floor), measured in the same
 
 from __future__ import annotations
 
+import collections
 import gc
 import heapq
 import itertools
@@ -201,39 +202,35 @@ def bench_timer(sizes: Sizes) -> List[Metric]:
 
     reps = max(2, sizes.reps - 2)
     count, interval = sizes.timer_probes, sizes.timer_probe_interval
-    rows: Dict[str, List[float]] = {k: [] for k in (
-        "idle50", "idle99", "idlemax", "ref_idle50", "ref_idle99", "ref_idlemax",
-        "load50", "load99", "loadmax", "ref_load50", "ref_load99", "ref_loadmax", "nogc99", "ref_nogc99")}
+    rows: Dict[str, List[float]] = collections.defaultdict(list)
     load_rates = []
     system = ActorSystem(activities=[acts.noop], workers=2)
     probes = _Probes(system)
+
+    def sample(window: str) -> None:
+        """One window of probes on the system's timer, then one for the reference thread."""
+        for tag, sampler in (("", lambda: probes.run(count, interval)),
+                             ("ref_", lambda: _reference_sleeper(count, interval))):
+            late = [x * 1e3 for x in sampler()]
+            rows[tag + window + "50"].append(percentile(late, 50))
+            rows[tag + window + "99"].append(percentile(late, 99))
+            rows[tag + window + "max"].append(max(late) if late else float("nan"))
+
     with system:
         probes.fill(pending)
         for _ in range(reps):
-            for tag, sampler in (("", lambda: probes.run(count, interval)),
-                                 ("ref_", lambda: _reference_sleeper(count, interval))):
-                late = [x * 1e3 for x in sampler()]
-                rows[tag + "idle50"].append(percentile(late, 50))
-                rows[tag + "idle99"].append(percentile(late, 99))
-                rows[tag + "idlemax"].append(max(late) if late else float("nan"))
+            sample("idle")
         with _Load(system) as load:
             t0, c0 = time.perf_counter(), load.completed
             for _ in range(reps):
-                for tag, sampler in (("", lambda: probes.run(count, interval)),
-                                     ("ref_", lambda: _reference_sleeper(count, interval))):
-                    late = [x * 1e3 for x in sampler()]
-                    rows[tag + "load50"].append(percentile(late, 50))
-                    rows[tag + "load99"].append(percentile(late, 99))
-                    rows[tag + "loadmax"].append(max(late) if late else float("nan"))
+                sample("load")
             load_rates.append((load.completed - c0) / (time.perf_counter() - t0))
             # Diagnostic: the same under load with the cyclic GC paused for the window, to show how
             # much of the tail is the interpreter's full collections (not something the runtime
             # does or should change for its host program).
             gc.disable()
             try:
-                for tag, sampler in (("", lambda: probes.run(count, interval)),
-                                     ("ref_", lambda: _reference_sleeper(count, interval))):
-                    rows[tag + "nogc99"].append(percentile([x * 1e3 for x in sampler()], 99))
+                sample("nogc")
             finally:
                 gc.enable()
     ref = "Event.wait thread"

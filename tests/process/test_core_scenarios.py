@@ -191,7 +191,8 @@ def test_s1_capped_exponential_backoff_attempts_start_on_schedule(
 
 def test_s3_schedule_to_close_stops_retries_early(system: ActorSystem, journal, noise) -> None:
     """S3 (R29.6, R42) at k=0.2: s2c=2s, default policy (initial 0.2 s): attempts at 0, .2, .6, 1.4;
-    the next would be at 3.0 > 2.0, so the caller gets TIMEOUT at t~1.4, not at 2.0."""
+    the next would be at 3.0 > 2.0, so the caller gets TIMEOUT at t~1.4, not at 2.0. The error is
+    the workflow-activity surface's ActivityError (R94: not standalone's ActivityFailureError)."""
     t_call = time.monotonic()
     handle = system.start_activity(acts.always_fail, args=[str(journal), "fail {attempt}"],
                                    schedule_to_close_timeout=s(2.0),
@@ -216,7 +217,9 @@ def test_s3_schedule_to_close_stops_retries_early(system: ActorSystem, journal, 
 def test_s4_start_to_close_with_maximum_attempts(system: ActorSystem, journal, hang, noise) -> None:
     """S4 (R7, R17) at k=0.2: stc=0.4s, RP(0.2s, 2.0, None, 3), the activity hangs. Attempts run
     0-.4, .6-1.0, 1.4-1.8; at t~1.8 MAXIMUM_ATTEMPTS_REACHED caused by START_TO_CLOSE. D2/D4: each
-    timed-out attempt is cancelled at its deadline (a sync one by an exception in its thread)."""
+    timed-out attempt is cancelled at its deadline (a sync one by an exception in its thread).
+    R66: each attempt re-raises that cancellation, yet it is never reported as a cancellation; the
+    timeout stands (only a requested or shutdown cancellation counts as one)."""
     policy = RetryPolicy(initial_interval=s(0.2), backoff_coefficient=2.0, maximum_attempts=3)
     t_call = time.monotonic()
     handle = system.start_activity(hang, str(journal), start_to_close_timeout=s(0.4), retry_policy=policy)

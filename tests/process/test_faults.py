@@ -243,8 +243,10 @@ def test_D2_runaway_blocking_sync_activity_is_killed_and_its_slot_returns_within
 
 
 def test_D2_attempt_that_finishes_after_its_timeout_is_discarded():
-    """R81, R82: a timed-out attempt is stopped at the deadline (D2 instead of R74-R79's local
-    timers, so S27's overlapping attempts cannot happen); whatever it returns is discarded."""
+    """R81, R82: a timed-out attempt is stopped at the deadline. D2 replaces R19 (a timeout does not
+    stop the code) and R74-R79's local timers (R75's start_to_close/heartbeat + 5 s, R76's version
+    note, R78's late interrupt), so S27's overlapping attempts cannot happen; whatever the attempt
+    returns is discarded."""
     with ActorSystem(workers=1) as system:
         handle = system.start_activity(sleep_then_return, 0.6, start_to_close_timeout=timedelta(seconds=0.3),
                                        retry_policy=RetryPolicy(maximum_attempts=1))

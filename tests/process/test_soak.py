@@ -503,6 +503,16 @@ def drive(system: ActorSystem, specs: List[Spec], handles: List[Any], cancel_ret
         time.sleep(0.002)
 
 
+def _soak_system() -> ActorSystem:
+    return ActorSystem(
+        activities=[soak_activities.soak, soak_activities.soak_sync],
+        workers=2,
+        max_concurrent_activities=SLOTS,
+        default_heartbeat_throttle_interval=timedelta(milliseconds=50),
+        stop_grace=timedelta(seconds=STOP_GRACE),
+    )
+
+
 @pytest.mark.timeout(max(120, EXECUTIONS // 10))
 def test_soak_every_handle_resolves_once_with_the_predicted_outcome():
     rng = random.Random(SEED)
@@ -511,13 +521,7 @@ def test_soak_every_handle_resolves_once_with_the_predicted_outcome():
     cancel_returned: Dict[int, bool] = {}
     resolve_latency: List[float] = []
     began = time.monotonic()
-    with ActorSystem(
-        activities=[soak_activities.soak, soak_activities.soak_sync],
-        workers=2,
-        max_concurrent_activities=SLOTS,
-        default_heartbeat_throttle_interval=timedelta(milliseconds=50),
-        stop_grace=timedelta(seconds=STOP_GRACE),
-    ) as system:
+    with _soak_system() as system:
         drive(system, specs, handles, cancel_returned, resolve_latency)
         for handle in handles:
             handle.exception(timeout=60)  # every handle resolves
@@ -704,13 +708,7 @@ def test_soak_shutdown_in_the_middle_resolves_every_handle_and_leaves_nothing():
     rng = random.Random(SEED + 1)
     specs = make_specs(rng, SHUTDOWN_EXECUTIONS)
     handles: List[Any] = [None] * len(specs)
-    with ActorSystem(
-        activities=[soak_activities.soak, soak_activities.soak_sync],
-        workers=2,
-        max_concurrent_activities=SLOTS,
-        default_heartbeat_throttle_interval=timedelta(milliseconds=50),
-        stop_grace=timedelta(seconds=STOP_GRACE),
-    ) as system:
+    with _soak_system() as system:
         drive(system, specs, handles, {}, [], stop_at=time.monotonic() + SHUTDOWN_AFTER)
         open_at_shutdown = _open(system.statistics())
         # (history times cannot tell: a timeout is recorded at its deadline, however late handled)

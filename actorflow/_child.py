@@ -287,8 +287,8 @@ class _WorkerRuntime:
             self._run_sync(*job)
             self._go_idle()
 
-    def _open_watch(self, me: int) -> bool:
-        """The reading thread ``me`` is about to run a sync attempt: keep the role, and let the
+    def _open_watch(self) -> bool:
+        """The reading thread is about to run a sync attempt: keep the role, and let the
         loop take it over if a message arrives meanwhile. False where that is not possible."""
         if self._watch is None:
             return False
@@ -379,7 +379,7 @@ class _WorkerRuntime:
             if last_run_async:
                 return mine
             if mine is not None:
-                if not self._open_watch(me):  # no epoll here: hand the role on before running
+                if not self._open_watch():  # no epoll here: hand the role on before running
                     with self._role_lock:
                         self._owner = None
                     self._dispatch(_LEAD)

@@ -620,9 +620,7 @@ def _outcome_rows(result: DemoResult) -> List[Tuple[str, str, int, int, int, str
         outcomes = sorted({m.outcome for m in got})
         good = sum(1 for j, m in zip(jobs, got) if matches(j.expect, m))
         attempts = sum(m.attempts for m in got)
-        retries = sum(max(0, m.attempts - 1) for m in got)
-        if kind == "s2s":
-            retries = 0
+        retries = sum(max(0, m.attempts - 1) for m in got)  # s2s: no attempt ran, so 0
         rows.append((spec.label, spec.shows, len(jobs), attempts, retries, " | ".join(outcomes),
                      f"{good}/{len(jobs)}"))
     return rows

@@ -17,7 +17,7 @@ from .exceptions import (
     TimeoutType,
 )
 
-__all__ = ["EffectivePolicy", "RetryDecision", "backoff_interval", "decide"]
+__all__ = ["EffectivePolicy", "RetryDecision", "backoff_interval", "decide", "uncapped_backoff"]
 
 _TIMEOUT_LIST_NAMES = {
     TimeoutType.START_TO_CLOSE: "TemporalTimeout:StartToClose",
@@ -51,13 +51,17 @@ class RetryDecision:
         return self.retry_state is RetryState.IN_PROGRESS
 
 
+def uncapped_backoff(policy: EffectivePolicy, attempt: int) -> float:
+    """R27 before the cap: ``initial * coefficient^(attempt-1)``, saturating on overflow."""
+    try:
+        return policy.initial_interval * policy.backoff_coefficient ** (attempt - 1)
+    except OverflowError:
+        return float("inf")
+
+
 def backoff_interval(policy: EffectivePolicy, attempt: int) -> float:
     """R27: ``min(initial * coefficient^(attempt-1), maximum_interval)``, saturating on overflow."""
-    try:
-        raw = policy.initial_interval * policy.backoff_coefficient ** (attempt - 1)
-    except OverflowError:
-        raw = float("inf")
-    return min(raw, policy.maximum_interval)
+    return min(uncapped_backoff(policy, attempt), policy.maximum_interval)
 
 
 def is_non_retryable(policy: EffectivePolicy, failure: BaseException) -> bool:

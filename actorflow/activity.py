@@ -177,14 +177,17 @@ class _Context:
             info = self._info = info()
         return info
 
-    def mark_cancelled(self, reason: str) -> bool:
-        """Record the cancellation; False if one was already recorded.
+    def mark_cancelled(self, reason: str, details: Optional[ActivityCancellationDetails] = None) -> bool:
+        """Record the cancellation (``details``: those of ``reason`` unless given); False if one
+        was already recorded. The details are set before anything waiting for the cancellation
+        wakes.
 
         Runs on the thread that reads the worker's pipe: the loop thread for an async activity.
         """
         if self.cancel_reason is not None:
             return False
-        self.cancel_details = _REASON_DETAILS.get(reason, ActivityCancellationDetails())
+        self.cancel_details = details if details is not None else _REASON_DETAILS.get(
+            reason, ActivityCancellationDetails())
         self.cancel_reason = reason  # before reading the events: see sync_event()
         if self._cancelled_sync is not None:
             self._cancelled_sync.set()

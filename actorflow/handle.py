@@ -34,15 +34,15 @@ class ActivityHandle(Generic[T]):
         activity_type: str,
         future: Outcome,
         request_cancel: Callable[[], None],
-        history: Optional[List[Any]] = None,
-        to_datetime: Optional[Callable[[float], datetime]] = None,
+        history: List[Any],
+        to_datetime: Callable[[float], datetime],
     ) -> None:
         self._activity_id = activity_id
         self._activity_type = activity_type
         self._future = future
         self._request_cancel = request_cancel
         self._value: Any = _UNSET
-        self._history = history if history is not None else []
+        self._history = history
         self._to_datetime = to_datetime
 
     @property
@@ -70,8 +70,6 @@ class ActivityHandle(Generic[T]):
     def history(self) -> List[HistoryEvent]:
         """The execution's events so far, in order (scheduled, attempts, failures with the reason
         for each retry delay, cancel requests, and how it closed), timed by the system's clock."""
-        if self._to_datetime is None:
-            return []
         return to_events(self._history, self._to_datetime)
 
     def result(self, timeout: Optional[float] = None) -> T:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, List, Mapping, Tuple
 
-from ._retry import EffectivePolicy
+from ._retry import EffectivePolicy, uncapped_backoff
 from .exceptions import ApplicationError, RetryState, TimeoutError
 
 __all__ = ["HistoryEvent", "retry_reason", "stop_reason", "to_events"]
@@ -56,8 +56,7 @@ def retry_reason(policy: EffectivePolicy, attempt: int, failure: BaseException, 
     """Why the next attempt waits ``interval`` seconds (R27, R33)."""
     if isinstance(failure, ApplicationError) and failure.next_retry_delay is not None:
         return f"next_retry_delay={interval:g}s set by the failure (R33; not capped by maximum_interval)"
-    raw = policy.initial_interval * policy.backoff_coefficient ** (attempt - 1)
-    capped = " (capped by maximum_interval)" if raw > policy.maximum_interval else ""
+    capped = " (capped by maximum_interval)" if uncapped_backoff(policy, attempt) > policy.maximum_interval else ""
     return (
         f"backoff R27: min({policy.initial_interval:g}s x {policy.backoff_coefficient:g}^{attempt - 1}, "
         f"{policy.maximum_interval:g}s) = {interval:g}s{capped}"

@@ -128,11 +128,10 @@ def _leaks(
     return sorted(((name, pid) for pid, name in procs.items()), key=str), threads, actors
 
 
-def _assert_nothing_left(
-    before: _Snapshot, worker_pids: Iterable[int] = (), grace: Optional[float] = None
-) -> None:
-    """Fail the current test if a process, thread or actor not in ``before`` outlives ``grace``."""
-    grace = LEAK_GRACE if grace is None else grace
+def _assert_nothing_left(before: _Snapshot, worker_pids: Iterable[int]) -> None:
+    """Fail the current test if a process, thread or actor not in ``before`` outlives
+    ``LEAK_GRACE`` seconds (read at call time, so a test can lower it)."""
+    grace = LEAK_GRACE
     worker_pids = set(worker_pids)
     deadline = _clock.monotonic() + grace
     while True:

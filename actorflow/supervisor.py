@@ -58,7 +58,6 @@ from ._messages import (
 from ._outcome import Outcome
 from .clock import Clock, timestamp_function
 from .exceptions import ActivityError, ApplicationError, InternalError, RetryState
-from .timer import TimerBatch
 
 __all__ = ["SupervisorActor", "ExecutionRecord", "KILL"]
 
@@ -107,12 +106,11 @@ class SupervisorActor(pykka.ThreadingActor):
         if instances is not None:
             instances.append(self)
         self._pool = pool
-        self._timer = timer
         # TimerActor.fire_due_inline: called after every message, so deadlines fire on time even
         # while the timer's own thread waits for the GIL behind busy threads.
         self._fire_timers = fire_timers if fire_timers is not None else _nothing
-        # The timer actor's inbox takes coalesced operations directly (TimerBatch otherwise).
-        self._put_timer_ops = getattr(getattr(timer, "actor_inbox", None), "put_ops", None)
+        # Coalesced timer operations go straight into the timer actor's inbox (timer.py).
+        self._put_timer_ops = timer.actor_inbox.put_ops
         self._clock = clock
         self._timestamp = timestamp_function(clock)
         self._stop_grace = stop_grace
@@ -474,10 +472,7 @@ class SupervisorActor(pykka.ThreadingActor):
         if not self._timer_ops:
             return
         ops, self._timer_ops = self._timer_ops, {}
-        if self._put_timer_ops is not None:
-            self._put_timer_ops(ops)
-        else:
-            self._timer.tell(TimerBatch.from_ops(ops))
+        self._put_timer_ops(ops)
 
     def _statistics(self) -> Dict[str, int]:
         counts = {"pending": 0, "running": 0, "retrying": 0, **self._closed}

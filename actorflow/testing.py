@@ -377,6 +377,7 @@ class _Run:
         self.ctx: Optional[_Context] = None
         self.thread_id: Optional[int] = None
         self.fn_running = False
+        self.injected = False  # a CancelledError was injected into the activity's thread (D4)
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.task: Optional[asyncio.Future] = None
 
@@ -394,7 +395,7 @@ class _Run:
         already = self.env._register(self)
         try:
             if already is not None:
-                _mark(ctx, already)  # cancelled before it started: it starts cancelled (Temporal)
+                ctx.mark_cancelled("requested", already)  # cancelled before it started: it starts cancelled (Temporal)
             yield
         finally:
             self.env._unregister(self)
@@ -412,6 +413,9 @@ class _Run:
                 finally:
                     with self.lock:
                         self.fn_running = False
+                        if self.injected:  # not surfaced yet: withdraw it (a NULL exception), so
+                            self.injected = False  # it cannot escape into the caller's code
+                            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
             finally:
                 _current.reset(token)
 
@@ -441,10 +445,11 @@ class _Run:
                 loop.call_soon_threadsafe(self._cancel_async, details)
             return
         ctx = self.ctx
-        if ctx is None or not _mark(ctx, details):
+        if ctx is None or not ctx.mark_cancelled("requested", details):
             return
         with self.lock:
             if self.fn_running and self.thread_id is not None:
+                self.injected = True
                 # May surface right here when called from the activity's own thread (on_heartbeat):
                 # it then propagates out of heartbeat() into the activity, as in Temporal.
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -454,16 +459,9 @@ class _Run:
     def _cancel_async(self, details: ActivityCancellationDetails) -> None:
         """Runs on the activity's event loop."""
         ctx = self.ctx
-        if ctx is None or not _mark(ctx, details):
+        if ctx is None or not ctx.mark_cancelled("requested", details):
             return
         task = self.task
         if task is not None and not task.done():
             task.cancel(msg="Activity cancelled")
 
-
-def _mark(ctx: _Context, details: ActivityCancellationDetails) -> bool:
-    """Record the cancellation in the activity's context with the given details."""
-    if not ctx.mark_cancelled("requested"):
-        return False
-    ctx.cancel_details = details
-    return True

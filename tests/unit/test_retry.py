@@ -12,6 +12,7 @@ import pytest
 
 from actorflow._retry import EffectivePolicy, RetryDecision, backoff_interval, decide, is_non_retryable
 from actorflow.exceptions import ApplicationError, CancelledError, RetryState, TimeoutError, TimeoutType
+from actorflow.history import retry_reason
 
 DEFAULT = EffectivePolicy()
 
@@ -79,6 +80,9 @@ def test_R27_overflow_saturates_to_maximum_interval(attempt):
     """R27: an overflowing power saturates and is then capped by maximum_interval."""
     assert backoff_interval(DEFAULT, attempt) == 100.0
     assert backoff_interval(EffectivePolicy(1.0, 2, 7.0), attempt) == 7.0  # an int coefficient too
+    # the history's explanation of the same delay must not overflow either (a long retry run)
+    reason = retry_reason(DEFAULT, attempt, ValueError("boom"), 100.0)
+    assert reason.endswith("= 100s (capped by maximum_interval)")
 
 
 def test_R26_no_jitter():

@@ -83,8 +83,6 @@ class ExecutionRecord:
     throttle: float
     details_bytes: Optional[bytes] = None
     history: List[Any] = field(default_factory=list)  # raw events, see history.py
-    # for the worker's info(), as seconds: (heartbeat, schedule_to_close, start_to_close)
-    info_timeouts: Tuple[Optional[float], Optional[float], Optional[float]] = (None, None, None)
     # (initial_interval s, backoff_coefficient, maximum_interval s, maximum_attempts, types)
     policy_fields: Tuple[Any, ...] = ()
     worker_pid: Optional[int] = None  # of the last attempt sent
@@ -99,8 +97,7 @@ class SupervisorActor(pykka.ThreadingActor):
                  instances: Optional[List["SupervisorActor"]] = None,
                  fire_timers: Optional[Callable[[], None]] = None) -> None:
         super().__init__()
-        # The inbox's deque: its length is read without the queue's mutex, as a hint that is
-        # exact whenever it matters (only this actor's handlers take messages out).
+        # The inbox's deque: its length says whether more messages wait (for batching writes).
         self._inbox_items = self.actor_inbox.queue
         self._processing = threading.Lock()  # held while a message is handled, on any thread
         if instances is not None:
@@ -158,14 +155,18 @@ class SupervisorActor(pykka.ThreadingActor):
                 if self._held >= _MAX_HELD or not self._inbox_items:
                     self._flush()
                 self._settle_callers()
+                # Done with a message that came through the inbox: pykka takes it off the queue
+                # before this handler runs, so only this count tells handle_inline it is pending.
+                self.actor_inbox.task_done()
 
     def handle_inline(self, message: Any, *, may_write: bool) -> bool:
         """Handle ``message`` on the calling thread, right now, if this actor is idle.
 
         Used by the pool's reader thread (worker reports) and by callers (new executions) to
         save a thread hop on the path of every execution (STYLE.md 5). It is the same actor
-        logic, serialised with the actor's own thread by ``_processing``, and only taken when
-        the inbox is empty, so messages keep their order. With ``may_write`` False (the reader,
+        logic, serialised with the actor's own thread by ``_processing``, and only taken when no
+        told message is queued or still being handed to ``on_receive``, so messages keep their
+        order. With ``may_write`` False (the reader,
         which must never block on a worker's pipe) pipe writes are left to the actor's thread.
         Returns False, having done nothing, when the actor is busy: then ``tell`` it instead.
         """
@@ -179,7 +180,7 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _handle_inline(self, message: Any, may_write: bool) -> bool:
         """``_processing`` held."""
-        if self._inbox_items:
+        if self.actor_inbox.unfinished_tasks:  # told messages are queued or in flight: keep order
             return False
         self._handlers[type(message)](message)
         if may_write:
@@ -417,18 +418,19 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _run_message(self, record: ExecutionRecord, attempt: int, started_at: float) -> tuple:
         machine = record.machine
+        config = machine.config
         timestamp = self._timestamp
         # Only builtin scalars: datetimes, timedeltas and dataclasses cost ten times as much to
         # pickle; the worker rebuilds them (_messages.py, RUN).
         info_fields = (
-            machine.config.activity_id,
-            machine.config.activity_type,
+            config.activity_id,
+            config.activity_type,
             attempt,
             timestamp(machine.scheduled_time),
             timestamp(machine.attempt_scheduled_time),
             timestamp(started_at),
             record.details_bytes,
-            record.info_timeouts,
+            (config.heartbeat, config.schedule_to_close, config.start_to_close),  # seconds
             record.task_queue,
             record.policy_fields,
         )

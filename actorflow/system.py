@@ -351,7 +351,6 @@ class ActorSystem:
                 args_bytes=args_bytes,
                 task_queue=self._task_queue,
                 throttle=throttle,
-                info_timeouts=(hb_s, s2c_s, stc_s),
                 policy_fields=policy[1],
             )
             supervisor = self._supervisors[shard]

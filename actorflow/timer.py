@@ -128,11 +128,17 @@ class _DeadlineInbox(queue.Queue):
         # mutex by fire_due_inline, so a plain float.
         self.due_hint = math.inf
         self._deferred_min = math.inf  # no deferred add is earlier
+        # A message was handed to the actor's thread and is not handled yet (set under the mutex
+        # as it leaves, cleared by the actor when done): fire_due_inline must not overtake it.
+        self.in_flight = False
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
         with self.mutex:
-            deferred = self._take_deferred()
+            # Deferred operations are newer than anything queued (put() moves them in ahead of
+            # an urgent message), so they come out only once the queue is empty.
+            deferred = None if self.queue else self._take_deferred()
             if deferred is not None:
+                self.in_flight = True
                 return Envelope(deferred)  # awake anyway: apply what was deferred first
             if self._lazy:  # the map may be in use on another thread (fire_due_inline): the hint
                 deadline: Optional[float] = None if self.due_hint == math.inf else self.due_hint
@@ -146,8 +152,14 @@ class _DeadlineInbox(queue.Queue):
         except queue.Empty:
             with self.mutex:
                 batch = self._take_deferred()
+                self.in_flight = True
             # deferred cancels are applied before anything fires
             return Envelope(batch if batch is not None else _TICK)
+
+    def _get(self) -> Any:
+        """Mutex held (Queue.get): the message leaves the queue and is in flight at once."""
+        self.in_flight = True
+        return self.queue.popleft()
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         if not self._lazy:
@@ -225,7 +237,10 @@ class _DeadlineInbox(queue.Queue):
     def take_timer_operations(self) -> Optional[List[Any]]:
         """Mutex held by the caller. Remove and return every queued message, then the deferred
         operations, in order, if they are all timer operations or ticks; None (taking nothing)
-        if anything else waits, which only the actor's thread may handle."""
+        if anything else waits, which only the actor's thread may handle, or if the actor's
+        thread holds a message it has not handled yet (it is older than all of these)."""
+        if self.in_flight:
+            return None
         for envelope in self.queue:
             if envelope.reply_to is not None or not isinstance(envelope.message, (TimerBatch, _Tick)):
                 return None
@@ -288,13 +303,16 @@ class TimerActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         with self._processing:
-            if message == "statistics":
-                return TimerStatistics(len(self._map), self._fired, self._max_lateness)
-            self._apply(message)
-            self._fire_due()  # also under a steady stream of messages, so firing is never starved
-            if self._lazy:
-                self._inbox.reset_hint(self._map.next_deadline())
-        return None
+            try:
+                if message == "statistics":
+                    return TimerStatistics(len(self._map), self._fired, self._max_lateness)
+                self._apply(message)
+                self._fire_due()  # also under a steady stream of messages, so firing is never starved
+                if self._lazy:
+                    self._inbox.reset_hint(self._map.next_deadline())
+                return None
+            finally:
+                self._inbox.in_flight = False
 
     def fire_due_inline(self) -> None:
         """Fire the deadlines that are due on the calling thread, if the actor is idle.

@@ -166,3 +166,33 @@ def test_fire_due_inline_wakes_the_timer_thread_when_it_sleeps_past_the_new_next
         assert recorder.fired == ["due", "soon"]
     finally:
         ref.stop(block=True, timeout=5)
+
+
+def test_queued_operations_come_out_before_newer_deferred_ones():
+    """put() moves deferred operations into the queue ahead of an urgent batch, so what is still
+    deferred is newer than anything queued; get() must not hand it over first (an older add of
+    the same key would then overwrite the newer deadline)."""
+    actor, clock, fired = _unstarted_timer()
+    inbox = actor.actor_inbox
+    now = clock.now()
+    inbox._wake_at = now + 10  # as if the thread slept towards a deadline 10 s away
+    inbox.put_ops({"k": (now + 1, 0)})  # earlier than the wake-up: queued
+    inbox.put_ops({"k": (now + 20, 0)})  # the newer deadline of the same key: deferred
+    first, second = inbox.get().message, inbox.get().message
+    assert list(first.adds) == [("k", now + 1, 0)]
+    assert list(second.adds) == [("k", now + 20, 0)]
+
+
+def test_fire_due_inline_does_not_overtake_a_message_the_timer_thread_holds():
+    actor, clock, fired = _unstarted_timer()
+    inbox = actor.actor_inbox
+    now = clock.now()
+    inbox.put_ops({"k": (now + 100, 0)})
+    held = inbox.get()  # the actor's thread took it and has not handled it yet
+    inbox.put_ops({"k": (now + 200, 0), "due": (now - 1, 0)})  # newer: k moves later
+    actor.fire_due_inline()
+    assert fired == []  # overtaking would set k to +200 now and back to +100 after
+    actor.on_receive(held.message)
+    actor.fire_due_inline()  # now nothing is in flight: the newer operations apply, in order
+    assert [key for _, due in fired for key, _ in due] == ["due"]
+    assert actor._map._entries["k"][0] == now + 200

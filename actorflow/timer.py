@@ -80,6 +80,13 @@ class TimerBatch:
     adds: Sequence[Tuple[Hashable, float, int]] = ()
     cancels: Sequence[Hashable] = ()
 
+    def to_ops(self) -> Dict[Hashable, Optional[Tuple[float, int]]]:
+        """The inverse of ``from_ops``: adds, then cancels (a key in both ends cancelled)."""
+        ops: Dict[Hashable, Optional[Tuple[float, int]]] = {key: (deadline, priority)
+                                                              for key, deadline, priority in self.adds}
+        ops.update(dict.fromkeys(self.cancels))
+        return ops
+
     @classmethod
     def from_ops(cls, ops: Dict[Hashable, Optional[Tuple[float, int]]]) -> "TimerBatch":
         """From ``{key: (deadline, priority)}`` (add) or ``{key: None}`` (cancel), one op per key."""
@@ -162,47 +169,39 @@ class _DeadlineInbox(queue.Queue):
         return self.queue.popleft()
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        if not self._lazy:
+        if self._lazy and isinstance(item.message, TimerBatch) and item.reply_to is None:
+            self.put_ops(item.message.to_ops())
+        elif self._lazy:
+            with self.mutex:
+                self._enqueue(item)
+        else:
             super().put(item)
-            return
-        with self.mutex:
-            message = item.message
-            if isinstance(message, TimerBatch) and message.adds:
-                self._lower_hint(min(deadline for _, deadline, _ in message.adds))
-            if not self._urgent(message):
-                for key, deadline, priority in message.adds:
-                    self._deferred[key] = (deadline, priority)
-                for key in message.cancels:
-                    self._deferred[key] = None
-                if len(self._deferred) < _LAZY_LIMIT:
-                    return
-                item = Envelope(self._take_deferred())
-            else:
-                deferred = self._take_deferred()
-                if deferred is not None:
-                    self._put(Envelope(deferred))
-                    self.unfinished_tasks += 1
-            self._put(item)
-            self.unfinished_tasks += 1
-            self.not_empty.notify()
 
     def put_ops(self, ops: Dict[Hashable, Optional[Tuple[float, int]]]) -> None:
         """Same as telling ``TimerBatch.from_ops(ops)``, without building the batch when the
         operations can be deferred (the common case: see the class docstring)."""
-        if self._lazy:
-            with self.mutex:
-                wake_at = self._wake_at
-                earliest = min((op[0] for op in ops.values() if op is not None), default=math.inf)
-                self._lower_hint(earliest)
-                if wake_at is not None and earliest >= wake_at:
-                    self._deferred.update(ops)
-                    if len(self._deferred) < _LAZY_LIMIT:
-                        return
-                    self._put(Envelope(self._take_deferred()))
-                    self.unfinished_tasks += 1
-                    self.not_empty.notify()
-                    return
-        self.put(Envelope(TimerBatch.from_ops(ops)))
+        if not self._lazy:
+            super().put(Envelope(TimerBatch.from_ops(ops)))
+            return
+        with self.mutex:
+            earliest = min((op[0] for op in ops.values() if op is not None), default=math.inf)
+            self._lower_hint(earliest)
+            if self._wake_at is None or earliest < self._wake_at:
+                self._enqueue(Envelope(TimerBatch.from_ops(ops)))  # must wake the thread
+                return
+            self._deferred.update(ops)
+            if len(self._deferred) >= _LAZY_LIMIT:
+                self._enqueue(Envelope(self._take_deferred()))
+
+    def _enqueue(self, item: Any) -> None:
+        """Mutex held. Queue ``item`` behind what was deferred before it, and wake the thread."""
+        deferred = self._take_deferred()
+        if deferred is not None:
+            self._put(Envelope(deferred))
+            self.unfinished_tasks += 1
+        self._put(item)
+        self.unfinished_tasks += 1
+        self.not_empty.notify()
 
     def _lower_hint(self, deadline: float) -> None:
         """Mutex held. Every add passes here when it is put, queued or deferred."""
@@ -258,13 +257,6 @@ class _DeadlineInbox(queue.Queue):
         deferred, self._deferred = self._deferred, {}
         self._deferred_min = math.inf
         return TimerBatch.from_ops(deferred)
-
-    def _urgent(self, message: Any) -> bool:
-        """Mutex held. Must the thread wake for this message before its current deadline?"""
-        if not isinstance(message, TimerBatch) or self._wake_at is None:
-            return True
-        wake_at = self._wake_at
-        return any(deadline < wake_at for _, deadline, _ in message.adds)
 
 
 class TimerActor(pykka.ThreadingActor):

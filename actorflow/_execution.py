@@ -117,6 +117,7 @@ class ExecutionConfig:
     heartbeat: Optional[float] = None
     policy: EffectivePolicy = field(default_factory=EffectivePolicy)
     cancellation_type: int = TRY_CANCEL
+    run_id: str = ""  # this run of ``activity_id`` (D9: an id may be reused once closed)
 
 
 # ----------------------------------------------------------------------------- events

@@ -5,9 +5,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
-__all__ = ["RetryPolicy", "ActivityCancellationType"]
+__all__ = [
+    "RetryPolicy",
+    "ActivityCancellationType",
+    "ActivityIDReusePolicy",
+    "ActivityIDConflictPolicy",
+    "Priority",
+]
 
 
 class ActivityCancellationType(enum.IntEnum):
@@ -16,6 +22,60 @@ class ActivityCancellationType(enum.IntEnum):
     TRY_CANCEL = 0
     WAIT_CANCELLATION_COMPLETED = 1
     ABANDON = 2
+
+
+class ActivityIDReusePolicy(enum.IntEnum):
+    """Whether an ``activity_id`` whose last run is closed (and retained) may start again (D9).
+
+    Members and values as ``temporalio.common.ActivityIDReusePolicy``. ``UNSPECIFIED`` means the
+    default, ``ALLOW_DUPLICATE``.
+    """
+
+    UNSPECIFIED = 0
+    ALLOW_DUPLICATE = 1
+    ALLOW_DUPLICATE_FAILED_ONLY = 2
+    REJECT_DUPLICATE = 3
+
+
+class ActivityIDConflictPolicy(enum.IntEnum):
+    """What ``start_activity`` does when the ``activity_id`` is open (D9).
+
+    Members and values as ``temporalio.common.ActivityIDConflictPolicy``. ``UNSPECIFIED`` means
+    the default, ``FAIL``.
+    """
+
+    UNSPECIFIED = 0
+    FAIL = 1
+    USE_EXISTING = 2
+
+
+@dataclass(frozen=True)
+class Priority:
+    """Dispatch order of waiting attempts (D9), as ``temporalio.common.Priority``.
+
+    ``priority_key`` runs from 1 (first) to 5 (last); None means the default, 3. Attempts waiting
+    in one task queue are dispatched by key, first in first out within a key. ``fairness_key``
+    and ``fairness_weight`` are accepted for compatibility and recorded, but do not change the
+    order (actorflow has no fairness balancing).
+    """
+
+    priority_key: Optional[int] = None
+    fairness_key: Optional[str] = None
+    fairness_weight: Optional[float] = None
+
+    default: ClassVar["Priority"]
+
+    MIN_KEY: ClassVar[int] = 1
+    MAX_KEY: ClassVar[int] = 5
+    DEFAULT_KEY: ClassVar[int] = 3
+
+    @property
+    def effective_key(self) -> int:
+        """The key attempts are ordered by: ``priority_key``, or 3 when unset."""
+        return self.priority_key if self.priority_key is not None else self.DEFAULT_KEY
+
+
+Priority.default = Priority()
 
 _TIMEOUT_TYPE_NAMES = ("StartToClose", "ScheduleToStart", "ScheduleToClose", "Heartbeat")
 

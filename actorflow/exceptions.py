@@ -25,6 +25,11 @@ __all__ = [
     "TimeoutType",
     "ActivityError",
     "RetryState",
+    "TerminatedError",
+    "ActivityAlreadyStartedError",
+    "ActivityNotFoundError",
+    "JournalError",
+    "JournalLockedError",
     "WorkerPoolBrokenError",
     "InternalError",
     "is_cancelled_exception",
@@ -269,6 +274,56 @@ class ActivityError(FailureError):
             f"ActivityError({self._message!r}, activity_id={self._activity_id!r}, "
             f"retry_state={state}, cause={self.__cause__!r})"
         )
+
+
+class TerminatedError(FailureError):
+    """The execution was terminated (``handle.terminate(reason)``, D10): no grace, no retry."""
+
+    def __init__(self, message: str, *details: Any) -> None:
+        super().__init__(message)
+        self._details = tuple(details)
+
+    @property
+    def details(self) -> Sequence[Any]:
+        return self._details
+
+
+class ActivityAlreadyStartedError(FailureError):
+    """``start_activity`` met an ``activity_id`` its id policies do not allow again (D9).
+
+    ``run_id`` is the run that holds the id (the open one, or the latest closed one).
+    """
+
+    def __init__(self, activity_id: str, activity_type: str, *, run_id: str | None = None,
+                 message: str = "Activity execution already started") -> None:
+        super().__init__(message)
+        self.activity_id = activity_id
+        self.activity_type = activity_type
+        self.run_id = run_id
+
+
+class ActivityNotFoundError(ActorflowError):
+    """No open or retained execution has this id, or a task token names an attempt that
+    has already ended (D9, D13)."""
+
+
+class JournalError(ActorflowError):
+    """The journal file cannot be used (not a journal, a newer schema, corrupt, D8).
+
+    ``path`` names the file; the file is left untouched.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class JournalLockedError(JournalError):
+    """Another running system owns the journal (D8); ``pid`` is the owner's process id."""
+
+    def __init__(self, message: str, *, path: str | None = None, pid: int | None = None) -> None:
+        super().__init__(message, path=path)
+        self.pid = pid
 
 
 class WorkerPoolBrokenError(ActorflowError):

@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import threading
+import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import timedelta
@@ -338,6 +339,7 @@ class ActorSystem:
                 heartbeat=hb_s,
                 policy=policy[0],
                 cancellation_type=int(cancellation_type),
+                run_id=str(uuid.uuid4()),
             )
             future = Outcome()
             shard = exec_id % self._shards

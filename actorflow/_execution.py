@@ -26,13 +26,29 @@ current is stale and ignored (STYLE.md 2.3); reports from a stale attempt are re
 
 ``caller_resolved`` is separate from CLOSED: TRY_CANCEL and ABANDON answer the caller at once
 while the execution goes on (R60); its later outcome is then not delivered to anybody.
+
+Part 2 (API.md D8-D10) adds, without new states:
+
+* ``start_delay`` (D9): the execution starts in BACKOFF with attempt 0, its BACKOFF timer set for
+  attempt 1; retries are not delayed, schedule-to-start counts from when attempt 1 is due.
+* ``paused`` (D10): a due attempt is *held* (QUEUED, not handed to the workers, no
+  schedule-to-start timer) until unpause; a running attempt goes on (PAUSE_REQUESTED) and its
+  retry waits; schedule-to-close keeps running.
+* ``TerminateRequested`` (D10): closes at once as ``terminated``; a running attempt is killed.
+* durable systems (D8): ``Suspend`` at shutdown holds every due attempt and treats an attempt that
+  the shutdown itself interrupted (WorkerShutdown, WorkerCrashed) as still running, which is what
+  the journal keeps; ``Detach`` answers the caller (IN_PROGRESS, SystemShutdown) without closing.
+  ``restore()`` + ``Resume`` rebuild a machine from its journaled snapshot: pending timers are
+  re-armed at their recorded deadlines (a schedule-to-close deadline that passed fires at once, a
+  backoff that ended dispatches at once), and an attempt that was running fails with
+  ``SystemRestarted`` (retryable, R29 decides), unless it waits for async completion (D13).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from ._retry import EffectivePolicy, decide
 from .exceptions import (
@@ -40,6 +56,7 @@ from .exceptions import (
     ApplicationError,
     CancelledError,
     RetryState,
+    TerminatedError,
     TimeoutError,
     TimeoutType,
 )
@@ -60,6 +77,13 @@ __all__ = [
     "CancelRequested",
     "ShutdownRequested",
     "ForceClose",
+    "PauseRequested",
+    "UnpauseRequested",
+    "TerminateRequested",
+    "AsyncCompletionPending",
+    "Suspend",
+    "Detach",
+    "Resume",
     # commands
     "DispatchAttempt",
     "WithdrawAttempt",
@@ -71,9 +95,23 @@ __all__ = [
     "RejectCaller",
     "AttemptRetrying",
     "WORKER_SHUTDOWN_MESSAGE",
+    "SYSTEM_RESTARTED_MESSAGE",
+    "SYSTEM_SHUTDOWN_MESSAGE",
+    "SNAPSHOT_FIELDS",
+    "TIME_FIELDS",
 ]
 
 WORKER_SHUTDOWN_MESSAGE = "Worker is shutting down and this activity did not complete in time"
+SYSTEM_RESTARTED_MESSAGE = (
+    "the system that ran this attempt stopped (shutdown, crash or kill) before the attempt ended; "
+    "retried under the retry policy"
+)
+SYSTEM_SHUTDOWN_MESSAGE = (
+    "the system shut down; the execution stays open in the journal and resumes when a system "
+    "opens the journal again (get_activity_handle(activity_id) there)"
+)
+# Failures that a durable system's own shutdown causes: the attempt counts as still running.
+_SHUTDOWN_FAILURE_TYPES = frozenset({"WorkerShutdown", "WorkerCrashed"})
 NO_ROOM_MESSAGE = (
     "Not enough time to schedule next retry before activity ScheduleToClose timeout, "
     "giving up retrying"
@@ -118,6 +156,9 @@ class ExecutionConfig:
     policy: EffectivePolicy = field(default_factory=EffectivePolicy)
     cancellation_type: int = TRY_CANCEL
     run_id: str = ""  # this run of ``activity_id`` (D9: an id may be reused once closed)
+    start_delay: Optional[float] = None  # D9: attempt 1 becomes due this long after Schedule
+    priority: int = 3  # D9: Priority.priority_key (1 runs first)
+    durable: bool = False  # D8: a journaled system; its shutdown suspends instead of closing
 
 
 # ----------------------------------------------------------------------------- events
@@ -164,6 +205,50 @@ class TimerFired:
 class CancelRequested:
     """The caller asked to cancel (handle.cancel() or its awaiting task was cancelled)."""
 
+    reason: Optional[str] = None  # D10: shown as describe().canceled_reason
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRequested:
+    """D10: dispatch no new attempt until unpaused."""
+
+    reason: Optional[str] = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnpauseRequested:
+    """D10: dispatch again; a held attempt goes out at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class TerminateRequested:
+    """D10: close now as terminated; a running attempt is killed without grace."""
+
+    reason: Optional[str] = None
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncCompletionPending:
+    """D13: the attempt's code returned by ``raise_complete_async()``: the attempt stays running
+    (its timeouts too) until completed through an async handle; no worker runs it any more."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Suspend:
+    """D8: a durable system begins shutting down: hold due attempts, keep the rest going."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detach:
+    """D8: a durable system's last shutdown step: answer the caller, leave the execution open."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """D8: a machine rebuilt by ``restore()`` starts again at ``now`` in a new system."""
+
 
 @dataclass(frozen=True, slots=True)
 class ShutdownRequested:
@@ -185,6 +270,13 @@ Event = Union[
     CancelRequested,
     ShutdownRequested,
     ForceClose,
+    PauseRequested,
+    UnpauseRequested,
+    TerminateRequested,
+    AsyncCompletionPending,
+    Suspend,
+    Detach,
+    Resume,
 ]
 
 # ----------------------------------------------------------------------------- commands
@@ -210,7 +302,7 @@ class StopAttempt:
     """Cancel a running attempt at once and kill it if it outlives stop_grace (D2)."""
 
     attempt: int
-    reason: str  # "timeout" | "closed"
+    reason: str  # "timeout" | "closed" | "terminate" (kill at once, no grace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +365,21 @@ class ExecutionStateError(RuntimeError):
 # ----------------------------------------------------------------------------- the machine
 
 
+# What a journal keeps of a machine, in this order (``snapshot()`` / ``restore()``). Times are
+# clock readings; ``TIME_FIELDS`` names those a journal converts to wall-clock time and back.
+SNAPSHOT_FIELDS = (
+    "state", "attempt", "scheduled_time", "attempt_scheduled_time", "started_time",
+    "cancel_requested", "cancel_delivered", "retry_state", "outcome", "final_failure",
+    "_last_retry_failure", "last_started_time", "last_complete_time", "last_heartbeat_time",
+    "heartbeat_count", "retry_interval", "next_time", "last_failure", "canceled_reason",
+    "paused", "pause_reason", "held", "async_pending", "close_time", "_timers",
+)
+TIME_FIELDS = frozenset({
+    "scheduled_time", "attempt_scheduled_time", "started_time", "last_started_time",
+    "last_complete_time", "last_heartbeat_time", "next_time", "close_time",
+})  # and each deadline in ``_timers``
+
+
 class ExecutionStateMachine:
     """Decides everything about one execution. See the module docstring."""
 
@@ -280,7 +387,9 @@ class ExecutionStateMachine:
         "config", "state", "attempt", "scheduled_time", "attempt_scheduled_time", "started_time",
         "heartbeat_details", "cancel_requested", "cancel_delivered", "caller_resolved",
         "shutting_down", "retry_state", "outcome", "final_failure", "_last_retry_failure",
-        "_timers", "_out",
+        "last_started_time", "last_complete_time", "last_heartbeat_time", "heartbeat_count",
+        "retry_interval", "next_time", "last_failure", "canceled_reason", "paused", "pause_reason",
+        "held", "suspended", "async_pending", "close_time", "_timers", "_out",
     )
 
     def __init__(self, config: ExecutionConfig) -> None:
@@ -296,11 +405,27 @@ class ExecutionStateMachine:
         self.caller_resolved = False
         self.shutting_down = False
         self.retry_state: Optional[RetryState] = None
-        self.outcome: Optional[str] = None  # "completed" | "failed" | "timed_out" | "cancelled"
+        # "completed" | "failed" | "timed_out" | "cancelled" | "terminated"
+        self.outcome: Optional[str] = None
         self._last_retry_failure: Optional[BaseException] = None  # R17
         # What closed the execution unless it completed; kept for its history even when the
         # caller was resolved earlier (TRY_CANCEL, ABANDON) and so gets no RejectCaller now.
         self.final_failure: Optional[BaseException] = None
+        # D10 bookkeeping (describe): when things last happened, and why.
+        self.last_started_time: Optional[float] = None
+        self.last_complete_time: Optional[float] = None
+        self.last_heartbeat_time: Optional[float] = None
+        self.heartbeat_count = 0
+        self.retry_interval: Optional[float] = None
+        self.next_time: Optional[float] = None  # when the next attempt is due (BACKOFF)
+        self.last_failure: Optional[BaseException] = None
+        self.canceled_reason: Optional[str] = None
+        self.paused = False
+        self.pause_reason: Optional[str] = None
+        self.held = False  # QUEUED, due, but not handed to the workers (paused or suspended)
+        self.suspended = False
+        self.async_pending = False  # D13: RUNNING, waiting for an async completion
+        self.close_time: Optional[float] = None
         self._timers: dict = {}  # kind -> (attempt, deadline) of the timers this machine has started
         self._out: List[Command] = _NO_COMMANDS  # collects a handler's commands, see handle()
 
@@ -331,6 +456,28 @@ class ExecutionStateMachine:
             self._out = _NO_COMMANDS  # not kept alive between events (memory, GC)
         return out
 
+    def snapshot(self) -> tuple:
+        """The fields a journal records, in ``SNAPSHOT_FIELDS`` order (timers as a tuple of
+        ``(kind, attempt, deadline)``). Heartbeat details are not included: the host keeps their
+        pickled bytes and passes the decoded values to ``restore``."""
+        values = [getattr(self, name) for name in SNAPSHOT_FIELDS[:-1]]
+        values.append(tuple((int(kind), attempt, deadline)
+                            for kind, (attempt, deadline) in self._timers.items()))
+        return tuple(values)
+
+    @classmethod
+    def restore(cls, config: ExecutionConfig, snapshot: Sequence[Any],
+                heartbeat_details: Tuple[Any, ...] = ()) -> "ExecutionStateMachine":
+        """Rebuild an open execution's machine from ``snapshot()`` (times already on the new
+        clock's scale); feed it ``Resume`` to start it again (D8)."""
+        machine = cls(config)
+        for name, value in zip(SNAPSHOT_FIELDS[:-1], snapshot):
+            setattr(machine, name, value)
+        machine._timers = {TimerKind(kind): (attempt, deadline) for kind, attempt, deadline in snapshot[-1]}
+        machine.heartbeat_details = tuple(heartbeat_details)
+        machine.held = machine.paused  # a hold of the previous system's shutdown ends here
+        return machine
+
     # -- event handlers ---------------------------------------------------------------------
 
     def _on_schedule(self, event: Schedule, now: float) -> None:
@@ -339,14 +486,19 @@ class ExecutionStateMachine:
         self.scheduled_time = now
         if self.config.schedule_to_close is not None:
             self._start_timer(TimerKind.SCHEDULE_TO_CLOSE, 0, now + self.config.schedule_to_close)
+        if self.config.start_delay:
+            self.state = State.BACKOFF  # D9: attempt 1 waits out the delay like a backoff
+            self.next_time = now + self.config.start_delay
+            self._start_timer(TimerKind.BACKOFF, 1, self.next_time)
+            return
         self._queue_attempt(1, now)
 
     def _on_started(self, event: AttemptStarted, now: float) -> None:
-        if self.state is not State.QUEUED or event.attempt != self.attempt:
+        if self.state is not State.QUEUED or event.attempt != self.attempt or self.held:
             self._out.append(StopAttempt(event.attempt, "closed"))  # a stray start (R4)
             return
         self.state = State.RUNNING
-        self.started_time = now
+        self.started_time = self.last_started_time = now
         self.cancel_delivered = False
         self._cancel_timer(TimerKind.SCHEDULE_TO_START)
         self._start_timer(TimerKind.START_TO_CLOSE, self.attempt, now + self.config.start_to_close)
@@ -357,6 +509,8 @@ class ExecutionStateMachine:
         if not self._is_running(event.attempt):
             return  # R4: a heartbeat from an attempt that already ended changes nothing
         self.heartbeat_details = tuple(event.details)
+        self.last_heartbeat_time = now
+        self.heartbeat_count += 1
         if self.config.heartbeat:
             self._start_timer(TimerKind.HEARTBEAT, self.attempt, now + self.config.heartbeat)  # R9
         if self.cancel_requested and not self.cancel_delivered:
@@ -366,7 +520,8 @@ class ExecutionStateMachine:
     def _on_completed(self, event: AttemptCompleted, now: float) -> None:
         if not self._is_running(event.attempt):
             return  # R4
-        self._close("completed", None)
+        self.last_complete_time = now
+        self._close("completed", None, now)
         if not self.caller_resolved:
             self.caller_resolved = True
             self._out.append(ResolveCaller(event.result))
@@ -374,6 +529,8 @@ class ExecutionStateMachine:
     def _on_failed(self, event: AttemptFailed, now: float) -> None:
         if not self._is_running(event.attempt):
             return  # R4
+        if self.suspended and getattr(event.failure, "type", None) in _SHUTDOWN_FAILURE_TYPES:
+            return  # D8: interrupted by the shutdown; the journal keeps it running
         if event.details is not None:
             self.heartbeat_details = tuple(event.details)  # R55
         self._attempt_ended(event.failure, now, stop_reason=None)
@@ -387,11 +544,11 @@ class ExecutionStateMachine:
             return  # an earlier deadline of a timer re-armed since (R9: a heartbeat raced the firing)
         del self._timers[kind]
         if kind is TimerKind.SCHEDULE_TO_CLOSE:
-            self._schedule_to_close_fired()
+            self._schedule_to_close_fired(now)
         elif kind is TimerKind.SCHEDULE_TO_START:
             if self.state is State.QUEUED and event.attempt == self.attempt:
                 error = self._timeout_error(TimeoutType.SCHEDULE_TO_START, "activity ScheduleToStart timeout")
-                self._finish_with_failure(error, RetryState.TIMEOUT)  # R8: never retried
+                self._finish_with_failure(error, RetryState.TIMEOUT, now)  # R8: never retried
         elif kind is TimerKind.BACKOFF:
             if self.state is State.BACKOFF and event.attempt == self.attempt + 1:
                 self._queue_attempt(event.attempt, now)
@@ -409,22 +566,97 @@ class ExecutionStateMachine:
         if cancel_type == ABANDON:
             return  # R60: nothing is recorded; the execution goes on unobserved
         self.cancel_requested = True
+        self.canceled_reason = event.reason
         if self.state in (State.QUEUED, State.BACKOFF):
             details = ("ACTIVITY_ID_NOT_STARTED",) if cancel_type == WAIT_CANCELLATION_COMPLETED else ()
-            self._finish_cancelled(CancelledError("Cancelled", *details))  # R61, R69
+            self._finish_cancelled(CancelledError("Cancelled", *details), now)  # R61, R69
+
+    def _on_pause(self, event: PauseRequested, now: float) -> None:
+        if self.paused:
+            return
+        self.paused = True
+        self.pause_reason = event.reason
+        if self.state is State.QUEUED and not self.held:
+            self._hold()
+
+    def _on_unpause(self, event: UnpauseRequested, now: float) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        self.pause_reason = None
+        if self.state is State.QUEUED and self.held and not self.suspended:
+            self._release_hold(now)  # D10: an attempt that is due goes out at once
+
+    def _on_terminate(self, event: TerminateRequested, now: float) -> None:
+        error = TerminatedError(event.reason or "Activity terminated")
+        self.retry_state = RetryState.NON_RETRYABLE_FAILURE
+        self.final_failure = error
+        self._close("terminated", "terminate", now)
+        self._reject("Activity terminated", RetryState.NON_RETRYABLE_FAILURE, error)
+
+    def _on_async_pending(self, event: AsyncCompletionPending, now: float) -> None:
+        if self._is_running(event.attempt):
+            self.async_pending = True
 
     def _on_shutdown(self, event: ShutdownRequested, now: float) -> None:
         self.shutting_down = True
         if self.state in (State.QUEUED, State.BACKOFF):
-            self._finish_cancelled(CancelledError("Cancelled"))  # D6: nothing was running
+            self._finish_cancelled(CancelledError("Cancelled"), now)  # D6: nothing was running
 
     def _on_force_close(self, event: ForceClose, now: float) -> None:
         self.shutting_down = True
         if self.state is State.RUNNING:
             failure = ApplicationError(WORKER_SHUTDOWN_MESSAGE, type="WorkerShutdown")
-            self._finish_with_failure(failure, RetryState.CANCEL_REQUESTED)
+            self._finish_with_failure(failure, RetryState.CANCEL_REQUESTED, now)
         else:
-            self._finish_cancelled(CancelledError("Cancelled"))
+            self._finish_cancelled(CancelledError("Cancelled"), now)
+
+    def _on_suspend(self, event: Suspend, now: float) -> None:
+        self.suspended = True
+        if self.state is State.QUEUED and not self.held:
+            self._hold()
+
+    def _on_detach(self, event: Detach, now: float) -> None:
+        if self.caller_resolved:
+            return
+        self.caller_resolved = True
+        error = ActivityError(
+            "Activity execution suspended by system shutdown",
+            activity_type=self.config.activity_type,
+            activity_id=self.config.activity_id,
+            retry_state=RetryState.IN_PROGRESS,
+        )
+        error.__cause__ = ApplicationError(SYSTEM_SHUTDOWN_MESSAGE, type="SystemShutdown")
+        self._out.append(RejectCaller(error))
+
+    def _on_resume(self, event: Resume, now: float) -> None:
+        """D8: re-arm what was pending when the previous system stopped."""
+        self.suspended = False
+        self.shutting_down = False
+        timers, self._timers = self._timers, {}
+        s2c = timers.get(TimerKind.SCHEDULE_TO_CLOSE)
+        if s2c is not None:
+            if s2c[1] <= now:
+                self._schedule_to_close_fired(now)  # it passed while no system ran
+                return
+            self._start_timer(TimerKind.SCHEDULE_TO_CLOSE, 0, s2c[1])
+        if self.state is State.QUEUED:
+            if not self.held:
+                self._dispatch(now)  # schedule-to-start counts from here: no worker could take it
+        elif self.state is State.BACKOFF:
+            due = timers.get(TimerKind.BACKOFF, (self.attempt + 1, now))[1]
+            if due <= now:
+                self._queue_attempt(self.attempt + 1, now)  # the backoff ended meanwhile
+            else:
+                self._start_timer(TimerKind.BACKOFF, self.attempt + 1, due)
+        elif self.state is State.RUNNING:
+            if self.async_pending:  # D13: the attempt waits on; its own deadlines still hold
+                for kind in (TimerKind.START_TO_CLOSE, TimerKind.HEARTBEAT):
+                    if kind in timers:
+                        self._start_timer(kind, *timers[kind])
+                return
+            failure = ApplicationError(SYSTEM_RESTARTED_MESSAGE, type="SystemRestarted")
+            self._attempt_ended(failure, now, stop_reason=None)
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -434,6 +666,9 @@ class ExecutionStateMachine:
             self._out.append(StopAttempt(self.attempt, stop_reason))  # D2
         self._cancel_timer(TimerKind.START_TO_CLOSE)
         self._cancel_timer(TimerKind.HEARTBEAT)
+        self.last_complete_time = now
+        self.last_failure = failure
+        self.async_pending = False
         decision = decide(
             self.config.policy,
             self.attempt,
@@ -446,28 +681,30 @@ class ExecutionStateMachine:
             self._last_retry_failure = failure
             next_time = now + decision.interval
             self.state = State.BACKOFF
+            self.retry_interval = decision.interval
+            self.next_time = next_time
             self._out.append(AttemptRetrying(self.attempt, failure, decision.interval, next_time))
             self._start_timer(TimerKind.BACKOFF, self.attempt + 1, next_time)
             return
         if decision.no_room and isinstance(failure, TimeoutError):
             # R15: the caller sees a schedule-to-close timeout caused by the previous failure.
             failure = self._timeout_error(TimeoutType.SCHEDULE_TO_CLOSE, NO_ROOM_MESSAGE)
-        self._finish_with_failure(failure, decision.retry_state, attempt_over=True)
+        self._finish_with_failure(failure, decision.retry_state, now, attempt_over=True)
 
-    def _schedule_to_close_fired(self) -> None:
+    def _schedule_to_close_fired(self, now: float) -> None:
         """R6, R16: the whole execution ran out of time, whatever the attempt is doing."""
         error = self._timeout_error(TimeoutType.SCHEDULE_TO_CLOSE, NO_ROOM_MESSAGE)
         state = RetryState.CANCEL_REQUESTED if self.cancel_requested else RetryState.TIMEOUT
-        self._finish_with_failure(error, state)
+        self._finish_with_failure(error, state, now)
 
     def _finish_with_failure(
-        self, failure: BaseException, retry_state: RetryState, attempt_over: bool = False
+        self, failure: BaseException, retry_state: RetryState, now: float, attempt_over: bool = False
     ) -> None:
         """Close as failed/timed out; ``attempt_over``: the current attempt needs no stopping."""
         if self.cancel_requested or self.shutting_down:
             retry_state = RetryState.CANCEL_REQUESTED  # R37, R63, D6
         if isinstance(failure, CancelledError) and retry_state is RetryState.CANCEL_REQUESTED:
-            self._finish_cancelled(failure, attempt_over=attempt_over)
+            self._finish_cancelled(failure, now, attempt_over=attempt_over)
             return
         if isinstance(failure, TimeoutError):
             message, outcome = "Activity task timed out", "timed_out"
@@ -475,13 +712,13 @@ class ExecutionStateMachine:
             message, outcome = "Activity task failed", "failed"
         self.retry_state = retry_state
         self.final_failure = failure
-        self._close(outcome, None if attempt_over else "closed")
+        self._close(outcome, None if attempt_over else "closed", now)
         self._reject(message, retry_state, failure)
 
-    def _finish_cancelled(self, cause: CancelledError, attempt_over: bool = False) -> None:
+    def _finish_cancelled(self, cause: CancelledError, now: float, attempt_over: bool = False) -> None:
         self.retry_state = RetryState.CANCEL_REQUESTED
         self.final_failure = cause
-        self._close("cancelled", None if attempt_over else "closed")
+        self._close("cancelled", None if attempt_over else "closed", now)
         self._reject("Activity cancelled", RetryState.CANCEL_REQUESTED, cause)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -491,21 +728,43 @@ class ExecutionStateMachine:
         self.state = State.QUEUED
         self.attempt_scheduled_time = now
         self.started_time = None
-        self._out.append(DispatchAttempt(attempt, now))
-        if self.config.schedule_to_start is not None:
-            self._start_timer(TimerKind.SCHEDULE_TO_START, attempt, now + self.config.schedule_to_start)
+        self.next_time = None
+        if self.paused or self.suspended:
+            self.held = True  # D10, D8: due, but nothing is dispatched until unpause / resume
+            return
+        self._dispatch(now)
 
-    def _close(self, outcome: str, stop_reason: Optional[str]) -> None:
+    def _dispatch(self, now: float) -> None:
+        """Hand the due attempt to the workers; schedule-to-start runs from ``now`` (R8)."""
+        self.held = False
+        self._out.append(DispatchAttempt(self.attempt, self.attempt_scheduled_time))
+        if self.config.schedule_to_start is not None:
+            self._start_timer(TimerKind.SCHEDULE_TO_START, self.attempt, now + self.config.schedule_to_start)
+
+    def _hold(self) -> None:
+        """Take the queued attempt back from the workers' queue; it stays due (QUEUED)."""
+        self.held = True
+        self._out.append(WithdrawAttempt(self.attempt))
+        self._cancel_timer(TimerKind.SCHEDULE_TO_START)
+
+    def _release_hold(self, now: float) -> None:
+        self._dispatch(now)
+
+    def _close(self, outcome: str, stop_reason: Optional[str], now: float) -> None:
         """Enter CLOSED: cancel every timer, and take the current attempt out of the system."""
-        if self.state is State.QUEUED:
+        if self.state is State.QUEUED and not self.held:
             self._out.append(WithdrawAttempt(self.attempt))
-        elif self.state is State.RUNNING and stop_reason is not None:
+        elif self.state is State.RUNNING and stop_reason is not None and not self.async_pending:
             self._out.append(StopAttempt(self.attempt, stop_reason))
         for kind, (attempt, _) in list(self._timers.items()):
             self._out.append(CancelTimer(kind, attempt))
         self._timers.clear()
         self.state = State.CLOSED
         self.outcome = outcome
+        self.close_time = now
+        self.held = False
+        self.async_pending = False
+        self.next_time = None
 
     def _reject(self, message: str, retry_state: RetryState, cause: BaseException) -> None:
         if self.caller_resolved:
@@ -569,4 +828,11 @@ _HANDLERS = {
     CancelRequested: ExecutionStateMachine._on_cancel,
     ShutdownRequested: ExecutionStateMachine._on_shutdown,
     ForceClose: ExecutionStateMachine._on_force_close,
+    PauseRequested: ExecutionStateMachine._on_pause,
+    UnpauseRequested: ExecutionStateMachine._on_unpause,
+    TerminateRequested: ExecutionStateMachine._on_terminate,
+    AsyncCompletionPending: ExecutionStateMachine._on_async_pending,
+    Suspend: ExecutionStateMachine._on_suspend,
+    Detach: ExecutionStateMachine._on_detach,
+    Resume: ExecutionStateMachine._on_resume,
 }

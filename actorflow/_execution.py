@@ -389,7 +389,7 @@ class ExecutionStateMachine:
         "shutting_down", "retry_state", "outcome", "final_failure", "_last_retry_failure",
         "last_started_time", "last_complete_time", "last_heartbeat_time", "heartbeat_count",
         "retry_interval", "next_time", "last_failure", "canceled_reason", "paused", "pause_reason",
-        "held", "suspended", "async_pending", "close_time", "_timers", "_out",
+        "held", "suspended", "async_pending", "close_time", "final_error", "result", "_timers", "_out",
     )
 
     def __init__(self, config: ExecutionConfig) -> None:
@@ -426,6 +426,10 @@ class ExecutionStateMachine:
         self.suspended = False
         self.async_pending = False  # D13: RUNNING, waiting for an async completion
         self.close_time: Optional[float] = None
+        # Once closed: the ActivityError it ended with (also when the caller had been answered
+        # before, by TRY_CANCEL or ABANDON), or the pickled result.
+        self.final_error: Optional[ActivityError] = None
+        self.result: Any = None
         self._timers: dict = {}  # kind -> (attempt, deadline) of the timers this machine has started
         self._out: List[Command] = _NO_COMMANDS  # collects a handler's commands, see handle()
 
@@ -521,6 +525,7 @@ class ExecutionStateMachine:
         if not self._is_running(event.attempt):
             return  # R4
         self.last_complete_time = now
+        self.result = event.result
         self._close("completed", None, now)
         if not self.caller_resolved:
             self.caller_resolved = True
@@ -767,9 +772,7 @@ class ExecutionStateMachine:
         self.next_time = None
 
     def _reject(self, message: str, retry_state: RetryState, cause: BaseException) -> None:
-        if self.caller_resolved:
-            return
-        self.caller_resolved = True
+        """The execution closed with ``cause``: keep its error, and answer the caller with it."""
         error = ActivityError(
             message,
             activity_type=self.config.activity_type,
@@ -777,6 +780,10 @@ class ExecutionStateMachine:
             retry_state=retry_state,
         )
         error.__cause__ = cause
+        self.final_error = error
+        if self.caller_resolved:
+            return
+        self.caller_resolved = True
         self._out.append(RejectCaller(error))
 
     def _cancelled_error(self, cause: CancelledError) -> ActivityError:

@@ -203,6 +203,18 @@ def test_D10_terminate_queued_withdraws_and_after_try_cancel_only_closes():
     assert not of(commands, RejectCaller) and m2.outcome == "terminated"
 
 
+def test_D8_the_machine_keeps_its_outcome_for_the_journal_result_and_closing_error():
+    done = started(ExecutionStateMachine(cfg()))
+    done.handle(AttemptCompleted(1, b"pickled"), 1.0)
+    assert (done.result, done.final_error) == (b"pickled", None)
+    m2 = started(ExecutionStateMachine(cfg()))
+    rejection(m2.handle(CancelRequested(), 1.0))  # TRY_CANCEL answers the caller at once ...
+    assert m2.final_error is None and m2.outcome is None  # ... while the execution stays open
+    m2.handle(TerminateRequested("operator"), 2.0)  # the caller hears nothing more ...
+    assert isinstance(m2.final_error.cause, TerminatedError)  # ... but the record keeps the end
+    assert m2.final_error.cause.message == "operator"
+
+
 # ------------------------------------------------------------------------------- durable shutdown
 
 

@@ -99,6 +99,7 @@ __all__ = [
     "SYSTEM_SHUTDOWN_MESSAGE",
     "SNAPSHOT_FIELDS",
     "TIME_FIELDS",
+    "STATUS_OF_OUTCOME",
 ]
 
 WORKER_SHUTDOWN_MESSAGE = "Worker is shutting down and this activity did not complete in time"
@@ -118,6 +119,12 @@ NO_ROOM_MESSAGE = (
 )
 
 TRY_CANCEL, WAIT_CANCELLATION_COMPLETED, ABANDON = 0, 1, 2  # R41 values
+
+STATUS_OF_OUTCOME = {
+    None: "Running", "completed": "Completed", "failed": "Failed", "cancelled": "Canceled",
+    "terminated": "Terminated", "timed_out": "TimedOut",
+}
+"""The visibility spelling of an execution's status for each machine ``outcome`` (D9, D10)."""
 
 
 class State(enum.Enum):

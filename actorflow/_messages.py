@@ -39,6 +39,9 @@ __all__ = [
     "COMPLETED",
     "FAILED",
     "NewExecution",
+    "RecoverExecutions",
+    "SuspendAll",
+    "DetachAll",
     "CancelExecution",
     "WorkerReports",
     "TimersFired",
@@ -100,3 +103,22 @@ class PoolBroken:
     """Pool -> supervisor: workers cannot be kept alive; fail every open execution (D1)."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class RecoverExecutions:
+    """System -> supervisor: executions rebuilt from a journal; resume each (D8)."""
+
+    records: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class SuspendAll:
+    """System -> supervisor: a journaled system shuts down; hold due attempts, keep the rest
+    open (D8)."""
+
+
+@dataclass(frozen=True)
+class DetachAll:
+    """System -> supervisor: a journaled system's last shutdown step; answer every caller and
+    leave open executions in the journal (D8)."""

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock", "sleep", "timestamp_function"]
+__all__ = ["Clock", "SystemClock", "sleep", "timestamp_function", "from_timestamp_function"]
 
 
 @runtime_checkable
@@ -75,6 +75,16 @@ def timestamp_function(clock: Clock) -> Callable[[float], float]:
     if fast is not None:
         return fast
     return lambda t: clock.to_datetime(t).timestamp()
+
+
+def from_timestamp_function(clock: Clock) -> Callable[[float], float]:
+    """The inverse of ``timestamp_function``: the clock reading of a POSIX timestamp.
+
+    A journal stores wall-clock times, because a reading means nothing to the next system,
+    whose clock has another origin (D8); every clock maps readings to timestamps linearly.
+    """
+    origin = timestamp_function(clock)(0.0)
+    return lambda ts: ts - origin
 
 
 def monotonic() -> float:

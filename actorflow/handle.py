@@ -26,7 +26,7 @@ class ActivityHandle(Generic[T]):
     """A started execution. Do not construct directly: use ``ActorSystem.start_activity``."""
 
     __slots__ = ("_activity_id", "_activity_type", "_future", "_request_cancel", "_value", "_history",
-                 "_to_datetime")
+                 "_to_datetime", "_earlier_history")
 
     def __init__(
         self,
@@ -36,6 +36,7 @@ class ActivityHandle(Generic[T]):
         request_cancel: Callable[[], None],
         history: List[Any],
         to_datetime: Callable[[float], datetime],
+        earlier_history: Optional[Callable[[], List[HistoryEvent]]] = None,
     ) -> None:
         self._activity_id = activity_id
         self._activity_type = activity_type
@@ -44,6 +45,8 @@ class ActivityHandle(Generic[T]):
         self._value: Any = _UNSET
         self._history = history
         self._to_datetime = to_datetime
+        # D8: the events an earlier system recorded in the journal, read when asked for.
+        self._earlier_history = earlier_history
 
     @property
     def activity_id(self) -> str:
@@ -70,7 +73,10 @@ class ActivityHandle(Generic[T]):
     def history(self) -> List[HistoryEvent]:
         """The execution's events so far, in order (scheduled, attempts, failures with the reason
         for each retry delay, cancel requests, and how it closed), timed by the system's clock."""
-        return to_events(self._history, self._to_datetime)
+        events = to_events(self._history, self._to_datetime)
+        if self._earlier_history is not None:  # D8: what systems before this one recorded
+            events = self._earlier_history() + events
+        return events
 
     def result(self, timeout: Optional[float] = None) -> T:
         """Block until the execution ends; return its result or raise its ``ActivityError``.

@@ -19,6 +19,7 @@ import pykka
 
 from . import _serde, history as _history
 from ._execution import (
+    STATUS_OF_OUTCOME,
     AttemptCompleted,
     AttemptFailed,
     AttemptRetrying,
@@ -26,17 +27,20 @@ from ._execution import (
     CancelRequested,
     CancelTimer,
     DeliverCancel,
+    Detach,
     DispatchAttempt,
     ExecutionStateMachine,
     ForceClose,
     HeartbeatReceived,
     RejectCaller,
     ResolveCaller,
+    Resume,
     Schedule,
     ShutdownRequested,
     StartTimer,
     State,
     StopAttempt,
+    Suspend,
     TimerFired,
     TimerKind,
     WithdrawAttempt,
@@ -49,9 +53,12 @@ from ._messages import (
     RUN,
     BeginShutdown,
     CancelExecution,
+    DetachAll,
     ForceCloseAll,
     NewExecution,
     PoolBroken,
+    RecoverExecutions,
+    SuspendAll,
     TimersFired,
     WorkerReports,
 )
@@ -86,6 +93,24 @@ class ExecutionRecord:
     # (initial_interval s, backoff_coefficient, maximum_interval s, maximum_attempts, types)
     policy_fields: Tuple[Any, ...] = ()
     worker_pid: Optional[int] = None  # of the last attempt sent
+    start_time: float = 0.0  # clock reading of the start call (D8: the journal's StartTime)
+    # D8: entries of ``history`` an earlier system wrote (not in this list, see Journal.history_prefix),
+    # and how many of this list's entries the journal has been given.
+    history_base: int = 0
+    history_written: int = 0
+
+    @property
+    def activity_type(self) -> str:
+        return self.machine.config.activity_type
+
+    @property
+    def run_id(self) -> str:
+        return self.machine.config.run_id
+
+    @property
+    def status(self) -> str:
+        """The visibility spelling of the execution's status (D9's reuse policies)."""
+        return STATUS_OF_OUTCOME[self.machine.outcome]
 
 
 class SupervisorActor(pykka.ThreadingActor):
@@ -95,8 +120,12 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def __init__(self, pool: Any, timer: pykka.ActorRef, clock: Clock, stop_grace: float,
                  instances: Optional[List["SupervisorActor"]] = None,
-                 fire_timers: Optional[Callable[[], None]] = None) -> None:
+                 fire_timers: Optional[Callable[[], None]] = None, journal: Any = None) -> None:
         super().__init__()
+        # The system's Journal (journal/base.py): the index of open ids for every system; a
+        # durable one also gets each machine's changes, and callers wait for its commits (D8).
+        self._journal = journal
+        self._durable = journal is not None and journal.durable
         # The inbox's deque: its length says whether more messages wait (for batching writes).
         self._inbox_items = self.actor_inbox.queue
         self._processing = threading.Lock()  # held while a message is handled, on any thread
@@ -125,6 +154,9 @@ class SupervisorActor(pykka.ThreadingActor):
             TimersFired: self._on_timers,
             BeginShutdown: self._on_begin_shutdown,
             ForceCloseAll: self._on_force_close,
+            RecoverExecutions: self._on_recover,
+            SuspendAll: self._on_suspend_all,
+            DetachAll: self._on_detach_all,
             PoolBroken: self._on_pool_broken,
         }
 
@@ -197,6 +229,9 @@ class SupervisorActor(pykka.ThreadingActor):
         thread does not have to fight it for the GIL."""
         if self._settlements:
             settlements, self._settlements = self._settlements, []
+            if self._durable:  # D8: a caller sees an outcome only once it is committed
+                self._journal.after_durable([_Settlement(*item) for item in settlements])
+                return
             for future, result, error in settlements:
                 _settle(future, result=result, error=error)
 
@@ -261,6 +296,22 @@ class SupervisorActor(pykka.ThreadingActor):
         for record in list(self._records.values()):
             self._feed(record, ForceClose(), now)
 
+    def _on_recover(self, message: RecoverExecutions) -> None:
+        now = self._clock.now()
+        for record in message.records:
+            self._records[record.exec_id] = record
+            self._feed(record, Resume(), now)
+
+    def _on_suspend_all(self, message: SuspendAll) -> None:
+        now = self._clock.now()
+        for record in list(self._records.values()):
+            self._feed(record, Suspend(), now)
+
+    def _on_detach_all(self, message: DetachAll) -> None:
+        now = self._clock.now()
+        for record in list(self._records.values()):
+            self._feed(record, Detach(), now)
+
     def _on_pool_broken(self, message: PoolBroken) -> None:
         for record in list(self._records.values()):
             failure = ApplicationError(message.reason, type="WorkerPoolBroken", non_retryable=True)
@@ -295,8 +346,12 @@ class SupervisorActor(pykka.ThreadingActor):
             self._abort(record, InternalError(f"actorflow bug, please report it: {exc!r}"),
                         RetryState.INTERNAL_SERVER_ERROR)
             return
-        if record.machine.closed:
+        if machine.closed:
             self._records.pop(record.exec_id, None)
+            if self._journal is not None:
+                self._journal.record_closed(record)
+        elif self._durable:
+            self._journal.record_update(record)
 
     def _execute(self, record: ExecutionRecord, command: Any, now: float) -> Optional[Tuple[Any, float]]:
         kind = type(command)
@@ -469,6 +524,8 @@ class SupervisorActor(pykka.ThreadingActor):
         error.__cause__ = failure
         _settle(record.future, error=error)
         self._records.pop(record.exec_id, None)
+        if self._journal is not None:  # left open in a durable journal: the next system retries it
+            self._journal.release_claim(record.machine.config.activity_id, record)
 
     def _flush_timers(self) -> None:
         if not self._timer_ops:
@@ -491,6 +548,18 @@ class SupervisorActor(pykka.ThreadingActor):
 
 def _nothing() -> None:
     pass
+
+
+class _Settlement:
+    """A caller's outcome to set once the journal has committed it (D8)."""
+
+    __slots__ = ("future", "result", "error")
+
+    def __init__(self, future: Outcome, result: Any, error: Optional[BaseException]) -> None:
+        self.future, self.result, self.error = future, result, error
+
+    def __call__(self) -> None:
+        self.future.set(self.result, self.error)
 
 
 def _settle(future: Outcome, *, result: Any = None, error: Optional[BaseException] = None) -> None:

@@ -23,15 +23,17 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import pykka
 
-from . import _serde
+from . import _serde, journal as _journal
 from ._execution import ExecutionConfig, ExecutionStateMachine
-from ._messages import BeginShutdown, CancelExecution, ForceCloseAll, NewExecution, PoolBroken, TimersFired, WorkerReports
+from ._messages import (BeginShutdown, CancelExecution, DetachAll, ForceCloseAll, NewExecution, PoolBroken,
+                        SuspendAll, TimersFired, WorkerReports)
 from ._retry import EffectivePolicy
 from .activity import _definition_of
-from .clock import Clock, SystemClock
-from .common import ActivityCancellationType, RetryPolicy
-from .exceptions import WorkerPoolBrokenError
+from .clock import Clock, SystemClock, timestamp_function
+from .common import ActivityCancellationType, ActivityIDConflictPolicy, ActivityIDReusePolicy, RetryPolicy
+from .exceptions import ActivityAlreadyStartedError, ActivityNotFoundError, WorkerPoolBrokenError
 from ._outcome import Outcome
+from ._recovery import Recovery
 from .handle import ActivityHandle
 from .supervisor import ExecutionRecord, SupervisorActor
 from .timer import TimerActor
@@ -93,6 +95,9 @@ class ActorSystem:
         clock: Optional[Clock] = None,
         supervisors: int = 2,
         startup_timeout: timedelta = timedelta(seconds=60),
+        journal: "Union[str, os.PathLike[str], None]" = None,
+        journal_sync: str = "normal",
+        retention: timedelta = timedelta(days=3),
     ) -> None:
         self._workers = _positive_int("workers", workers if workers is not None else (os.cpu_count() or 1))
         self._max_concurrent = _positive_int(
@@ -114,6 +119,18 @@ class ActorSystem:
             raise TypeError(f"clock must implement actorflow.clock.Clock (now, deadline_to_sleep_time, ...), got {clock!r}")
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._to_datetime = self._clock.to_datetime  # one bound method, shared by every handle
+        journal_path = _journal_path(journal)
+        if journal_sync not in _journal.SYNC_MODES:
+            raise ValueError(f"journal_sync must be one of {', '.join(map(repr, _journal.SYNC_MODES))}, "
+                             f"got {journal_sync!r}")
+        self._retention = _duration("retention", retention)
+        to_timestamp = timestamp_function(self._clock)
+        clock_now = self._clock.now
+        # D8, D9: the index of open ids (and, with a path, the durable record); opened by start().
+        self._journal = _journal.open_journal(journal_path, journal_sync, self._retention.total_seconds(),
+                                              clock_now)
+        self._durable = self._journal.durable
+        self._wall_now = lambda: to_timestamp(clock_now())
         self._registry: Dict[str, Callable[..., Any]] = {}
         self._registry_bytes: Dict[str, bytes] = {}
         for fn in activities:
@@ -128,6 +145,8 @@ class ActorSystem:
         self._supervisors: List[pykka.ActorRef] = []
         self._pool: Optional[WorkerPool] = None
         self._context_tokens: List[contextvars.Token] = []
+        self._recovery: Optional[Recovery] = None
+        self._journal_opened = False
 
     # -- registration -----------------------------------------------------------------------
 
@@ -154,6 +173,9 @@ class ActorSystem:
                 raise RuntimeError(f"ActorSystem.start(): the system is already {self._state}; create a new ActorSystem")
             self._state = "running"
         try:
+            recovered = self._journal.open(self._clock, self._registry)  # D8: lock, check, read
+            self._journal_opened = True
+            self._ids = itertools.count(recovered.next_exec_id)
             # Lazy timer wake-ups only under real time: a virtual clock's idle probe reads the inbox.
             timer_actors: List[TimerActor] = []
             real_time = isinstance(self._clock, SystemClock)
@@ -175,10 +197,13 @@ class ActorSystem:
             self._supervisor_actors: List[SupervisorActor] = []
             self._supervisors = [
                 SupervisorActor.start(self._pool, self._timer, self._clock, self._stop_grace.total_seconds(),
-                                      self._supervisor_actors, fire_timers)
+                                      self._supervisor_actors, fire_timers, self._journal)
                 for i in range(self._shards)
             ]
             self._pool.start(self._startup_timeout.total_seconds())
+            if recovered.runs or recovered.unregistered:
+                self._recovery = Recovery(self._journal, self._clock, self._shards)
+                self._recovery.resume(recovered, self._supervisors)
             attach = getattr(self._clock, "attach_idle_probe", None)
             if attach is not None:
                 attach(self._is_idle)  # a virtual clock skips ahead only while the system is idle
@@ -199,22 +224,48 @@ class ActorSystem:
             self._state = "stopping"
         try:
             atexit.unregister(self.shutdown)
-            self._tell_all(BeginShutdown())
-            self._barrier()
-            pool = self._pool
-            if not pool.wait_idle(self._graceful.total_seconds()):
-                pool.cancel_all_running("shutdown")  # R84
-                if not pool.wait_idle(self._stop_grace.total_seconds()):
-                    self._tell_all(ForceCloseAll())
-                    self._barrier()
-                    pool.kill_all()
-            self._tell_all(ForceCloseAll())
-            self._barrier()
+            if self._durable:
+                self._shutdown_durable()
+            else:
+                self._tell_all(BeginShutdown())
+                self._barrier()
+                self._stop_running_attempts(before_kill=self._force_close)
+                self._force_close()
         finally:
             self._teardown()
             _running_systems.discard(self)
             with self._lock:
                 self._state = "stopped"
+
+    def _stop_running_attempts(self, before_kill: Callable[[], None]) -> bool:
+        """D6: give running attempts ``graceful_shutdown_timeout``, then cancel them (R84), then
+        after ``stop_grace`` kill their workers. True if workers were killed."""
+        pool = self._pool
+        if pool.wait_idle(self._graceful.total_seconds()):
+            return False
+        pool.cancel_all_running("shutdown")
+        if pool.wait_idle(self._stop_grace.total_seconds()):
+            return False
+        before_kill()
+        pool.kill_all()
+        return True
+
+    def _force_close(self) -> None:
+        self._tell_all(ForceCloseAll())
+        self._barrier()
+
+    def _shutdown_durable(self) -> None:
+        """D8: stop running attempts as D6 does, but end no execution: what was running stays
+        running in the journal (the next system retries it as SystemRestarted), and callers here
+        get ``ActivityError(retry_state=IN_PROGRESS)`` caused by ``SystemShutdown``."""
+        self._tell_all(SuspendAll())
+        self._barrier()
+        if self._stop_running_attempts(before_kill=_nothing):
+            self._pool.wait_idle(self._stop_grace.total_seconds() + 1.0)  # the kills' reports
+        self._tell_all(DetachAll())
+        self._barrier()
+        if self._recovery is not None:
+            self._recovery.detach_foreign()
 
     def _is_idle(self) -> bool:
         """No attempt runs or waits for a slot and no actor has unhandled messages.
@@ -244,6 +295,9 @@ class ActorSystem:
             ref.stop(block=True, timeout=10)
         if self._timer is not None:
             self._timer.stop(block=True, timeout=10)
+        if self._journal_opened:
+            self._journal_opened = False
+            self._journal.close()  # D8: the last commits, a checkpoint, the owner lock released
 
     def _barrier(self) -> None:
         """Wait until every supervisor has handled what was told to it before."""
@@ -294,9 +348,19 @@ class ActorSystem:
         heartbeat_timeout: Optional[timedelta] = None,
         retry_policy: Optional[RetryPolicy] = None,
         cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+        id_reuse_policy: ActivityIDReusePolicy = ActivityIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy: ActivityIDConflictPolicy = ActivityIDConflictPolicy.FAIL,
     ) -> ActivityHandle:
-        """Validate everything, then schedule the execution; returns its handle at once (R87)."""
+        """Validate everything, then schedule the execution; returns its handle at once (R87),
+        with a journal once the start is committed (D8)."""
         name, fn_bytes = self._resolve_activity(activity)
+        if fn_bytes is not None and self._durable:
+            raise ValueError(
+                f"activity {name!r} is not registered, and a journaled system runs only registered "
+                "activities (D8: the journal refers to an activity by its registered name, so the "
+                "next system can run it). Define it at module level in an importable module (not "
+                "a closure, lambda or __main__) and pass it in ActorSystem(activities=[...])")
+        reuse, conflict = _id_policies(id_reuse_policy, id_conflict_policy)
         call_args = _call_args(arg, args)
         timing_key = (schedule_to_close_timeout, schedule_to_start_timeout, start_to_close_timeout,
                       heartbeat_timeout)
@@ -327,11 +391,12 @@ class ActorSystem:
             args_bytes = _serde.dumps(call_args)
         except Exception as exc:
             raise TypeError(f"the arguments of activity {name!r} cannot be pickled: {exc}") from exc
+        explicit = activity_id is not None
         with self._lock:
             self._check_running()
             exec_id = next(self._ids)
             config = ExecutionConfig(
-                activity_id=activity_id if activity_id is not None else str(exec_id),
+                activity_id=activity_id if explicit else str(exec_id),
                 activity_type=name,
                 start_to_close=stc_s,
                 schedule_to_close=s2c_s,
@@ -340,6 +405,7 @@ class ActorSystem:
                 policy=policy[0],
                 cancellation_type=int(cancellation_type),
                 run_id=str(uuid.uuid4()),
+                durable=self._durable,
             )
             future = Outcome()
             shard = exec_id % self._shards
@@ -355,12 +421,90 @@ class ActorSystem:
                 throttle=throttle,
                 policy_fields=policy[1],
             )
-            supervisor = self._supervisors[shard]
-            message = NewExecution(record)
-            if not self._supervisor_actors[shard].handle_inline(message, may_write=True):
-                supervisor.tell(message)
+        existing = self._claim(record, explicit, reuse, conflict)
+        if existing is not None:
+            return self._handle_of_open(existing)  # USE_EXISTING (D9)
+        if not explicit:  # the claim may have moved a generated id on
+            exec_id, shard, config = record.exec_id, record.shard, record.machine.config
+        ticket = None
+        if self._durable:
+            record.start_time = self._clock.now()
+            try:
+                ticket = self._journal.record_new(record)
+            except BaseException:
+                self._journal.release_claim(config.activity_id, record)
+                raise
+        supervisor = self._supervisors[shard]
+        message = NewExecution(record)
+        if not self._supervisor_actors[shard].handle_inline(message, may_write=True):
+            supervisor.tell(message)
+        if ticket is not None:
+            self._journal.wait_durable(ticket)  # D8: group commit with concurrent starts
         return ActivityHandle(config.activity_id, name, future, _Canceller(supervisor, exec_id),
                               record.history, self._to_datetime)
+
+    def _claim(self, record: ExecutionRecord, explicit: bool, reuse: ActivityIDReusePolicy,
+               conflict: ActivityIDConflictPolicy) -> Optional[Any]:
+        """D9: take the record's activity_id among open executions. A generated id that an
+        explicit one already holds moves on to the next free number."""
+        journal = self._journal
+        config = record.machine.config
+        if explicit:
+            return journal.claim(config.activity_id, config.activity_type, record, True, reuse, conflict)
+        while True:
+            try:
+                return journal.claim(config.activity_id, config.activity_type, record, False, reuse,
+                                     ActivityIDConflictPolicy.FAIL)
+            except ActivityAlreadyStartedError:
+                with self._lock:
+                    record.exec_id = next(self._ids)
+                config = record.machine.config = _with_activity_id(config, str(record.exec_id))
+                record.shard = record.exec_id % self._shards
+
+    # -- addressing executions by id (D9) ---------------------------------------------------
+
+    def get_activity_handle(self, activity_id: str) -> ActivityHandle:
+        """A handle to the open execution with ``activity_id``, else to its latest retained run;
+        with a journal, also one that an earlier system started (D8, D9).
+
+        Raises ``ActivityNotFoundError`` for an id that is neither open nor retained.
+        """
+        if not isinstance(activity_id, str) or not activity_id:
+            raise TypeError(f"activity_id must be a non-empty string, got {activity_id!r}")
+        self._check_running()
+        journal = self._journal
+        open_run = journal.open_record(activity_id)
+        if open_run is not None:
+            return self._handle_of_open(open_run)
+        latest = journal.latest_closed(activity_id)
+        if latest is None:
+            open_run = journal.open_record(activity_id)  # it may have closed meanwhile
+            if open_run is not None:
+                return self._handle_of_open(open_run)
+            raise ActivityNotFoundError(
+                f"no execution with activity_id {activity_id!r}: none is open, and none closed "
+                f"within the retention of {self._retention} (ActorSystem(retention=...))")
+        if isinstance(latest, ExecutionRecord):
+            return self._handle_of_record(latest)
+        return self._recovery_view().closed_handle(latest)
+
+    def _handle_of_open(self, open_run: Any) -> ActivityHandle:
+        if isinstance(open_run, ExecutionRecord):
+            return self._handle_of_record(open_run)
+        return self._recovery_view().foreign_handle(open_run)  # D8: a type this system lacks
+
+    def _handle_of_record(self, record: ExecutionRecord) -> ActivityHandle:
+        earlier = None
+        if record.history_base:
+            earlier = self._recovery_view().earlier_history(record)
+        return ActivityHandle(record.machine.config.activity_id, record.machine.config.activity_type,
+                              record.future, _Canceller(self._supervisors[record.shard], record.exec_id),
+                              record.history, self._to_datetime, earlier)
+
+    def _recovery_view(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = Recovery(self._journal, self._clock, self._shards)
+        return self._recovery
 
     def _timing(self, schedule_to_close: Any, schedule_to_start: Any, start_to_close: Any,
                 heartbeat: Any) -> Tuple[Optional[float], Optional[float], float, Optional[float], float]:
@@ -483,6 +627,44 @@ class ActorSystem:
     def worker_pids(self) -> List[int]:
         """The pids of the current worker processes."""
         return self._pool.worker_pids() if self._pool is not None else []
+
+
+def _nothing() -> None:
+    pass
+
+
+def _journal_path(journal: Any) -> Optional[str]:
+    """D8: None, or the path of a journal file whose folder exists."""
+    if journal is None:
+        return None
+    if not isinstance(journal, (str, os.PathLike)):
+        raise TypeError(f"journal must be a file path (str or os.PathLike) or None, got {journal!r}")
+    path = os.path.abspath(os.fspath(journal))
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise ValueError(f"the folder of journal {os.fspath(journal)!r} does not exist ({folder}); "
+                         "create it first, or give a path in an existing folder")
+    return path
+
+
+def _id_policies(reuse: Any, conflict: Any) -> Tuple[ActivityIDReusePolicy, ActivityIDConflictPolicy]:
+    """D9: the two policies as their enums (UNSPECIFIED means the default)."""
+    if not isinstance(reuse, ActivityIDReusePolicy):
+        raise TypeError(f"id_reuse_policy must be an actorflow.common.ActivityIDReusePolicy, got {reuse!r}")
+    if not isinstance(conflict, ActivityIDConflictPolicy):
+        raise TypeError(
+            f"id_conflict_policy must be an actorflow.common.ActivityIDConflictPolicy, got {conflict!r}")
+    if reuse == ActivityIDReusePolicy.UNSPECIFIED:
+        reuse = ActivityIDReusePolicy.ALLOW_DUPLICATE
+    if conflict == ActivityIDConflictPolicy.UNSPECIFIED:
+        conflict = ActivityIDConflictPolicy.FAIL
+    return reuse, conflict
+
+
+def _with_activity_id(config: ExecutionConfig, activity_id: str) -> ExecutionConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, activity_id=activity_id)
 
 
 def current_system() -> "ActorSystem":

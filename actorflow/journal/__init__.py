@@ -1,14 +1,35 @@
-"""The journal of a durable system (API.md D8): where executions are recorded so that a restart
-of the owning program loses nothing.
+"""The journal of a system: where executions are recorded (API.md D8, D9).
 
-The layers that have landed so far are the ones every journal file goes through before anything
-is written: ``_schema`` (the versioned SQLite schema, and the check that rejects a foreign, newer
-or corrupt file without touching it) and ``_lock`` (one owning process per journal, across
-processes). The journal interface, its in-memory and SQLite implementations and the system's
-wiring are tracked in issue 11.
+``Journal`` is the small interface that the system and the supervisors call. ``MemoryJournal``
+(``journal=None``) keeps the index of open executions and the retained closed ones in memory;
+``SqliteJournal`` (``journal=PATH``, in ``sqlite``) writes them to a SQLite file so that a restart
+of the owning program loses nothing. ``_schema`` validates a file before anything is written
+(foreign, newer and corrupt files are rejected untouched), ``_lock`` keeps one owner per file,
+``_codec`` turns executions into rows and back.
 """
 
-from ._lock import OwnerLock
-from ._schema import SCHEMA_VERSION
+from __future__ import annotations
 
-__all__ = ["OwnerLock", "SCHEMA_VERSION"]
+import os
+from typing import Any, Callable
+
+from ._lock import OwnerLock
+from .base import Journal, MemoryJournal, Recovered, StoredRun
+
+__all__ = ["Journal", "MemoryJournal", "OwnerLock", "Recovered", "StoredRun", "open_journal",
+           "SYNC_MODES"]
+
+SYNC_MODES = ("normal", "full")
+
+
+def open_journal(path: "str | os.PathLike[str] | None", sync: str, retention: float,
+                 now: Callable[[], float]) -> Journal:
+    """The journal for ``ActorSystem(journal=path)``: in memory for None, else SQLite.
+
+    The SQLite module is imported only here, so a system without a journal never loads it.
+    """
+    if path is None:
+        return MemoryJournal(retention, now)
+    from .sqlite import SqliteJournal
+
+    return SqliteJournal(os.fspath(path), sync, retention)

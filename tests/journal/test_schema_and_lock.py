@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from actorflow.exceptions import JournalError, JournalLockedError
-from actorflow.journal import OwnerLock, SCHEMA_VERSION
+from actorflow.journal import OwnerLock
+from actorflow.journal._schema import SCHEMA_VERSION
 from actorflow.journal import _schema
 
 

@@ -98,6 +98,7 @@ class ExecutionRecord:
     # and how many of this list's entries the journal has been given.
     history_base: int = 0
     history_written: int = 0
+    explicit_id: bool = True  # False: the system generated the activity_id (see MemoryJournal)
 
     @property
     def activity_type(self) -> str:

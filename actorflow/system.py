@@ -420,6 +420,7 @@ class ActorSystem:
                 task_queue=self._task_queue,
                 throttle=throttle,
                 policy_fields=policy[1],
+                explicit_id=explicit,
             )
         existing = self._claim(record, explicit, reuse, conflict)
         if existing is not None:

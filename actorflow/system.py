@@ -482,9 +482,12 @@ class ActorSystem:
             open_run = journal.open_record(activity_id)  # it may have closed meanwhile
             if open_run is not None:
                 return self._handle_of_open(open_run)
+            hint = "" if self._durable else (
+                "; without a journal only executions started with an explicit activity_id are "
+                "retained once closed (the most recent 10,000)")
             raise ActivityNotFoundError(
                 f"no execution with activity_id {activity_id!r}: none is open, and none closed "
-                f"within the retention of {self._retention} (ActorSystem(retention=...))")
+                f"within the retention of {self._retention} (ActorSystem(retention=...)){hint}")
         if isinstance(latest, ExecutionRecord):
             return self._handle_of_record(latest)
         return self._recovery_view().closed_handle(latest)

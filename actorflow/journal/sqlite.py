@@ -112,6 +112,7 @@ class SqliteJournal(Journal):
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA page_size={_schema.PAGE_SIZE}")  # a new file only; before WAL fixes it
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={SYNC_MODES[self.sync_mode]}")
         db.execute("PRAGMA wal_autocheckpoint=0")  # the background thread checkpoints

@@ -26,6 +26,7 @@ import pytest
 
 from actorflow import ActorSystem, RetryPolicy, activity
 from actorflow.exceptions import ActivityError, TimeoutError
+from actorflow.pytest_plugin import _pid_alive as _alive  # a zombie (exited, unreaped) is gone
 
 pytestmark = pytest.mark.slow
 
@@ -91,20 +92,6 @@ def _env() -> dict:
 def _run(argv: List[str], cwd: Path, stdin: Optional[str] = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *argv], input=stdin, capture_output=True, text=True,
                           cwd=cwd, env=_env(), timeout=timeout)
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped by its new parent) is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
 
 
 def _gone_within(pids: List[int], seconds: float) -> List[int]:

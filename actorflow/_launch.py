@@ -31,6 +31,11 @@ __all__ = ["WorkerProcess", "active_workers", "kill_group"]
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _BOOT_CODE = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from actorflow._boot import main; main()"
 
+# A process group of its own, made in the child before exec (no window for a Ctrl-C). Python
+# 3.10 has no ``process_group``: a new session (setsid) also leads a new group, and preexec_fn is
+# unsafe in a process that runs threads.
+_OWN_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+
 _live: Set["WorkerProcess"] = set()
 _live_lock = threading.Lock()
 
@@ -87,7 +92,7 @@ class WorkerProcess:
         try:
             self._popen = subprocess.Popen(
                 [_interpreter(), *subprocess._args_from_interpreter_flags(), "-c", _BOOT_CODE, str(child_fd)],
-                stdin=subprocess.DEVNULL, pass_fds=pass_fds, process_group=0, close_fds=True,
+                stdin=subprocess.DEVNULL, pass_fds=pass_fds, close_fds=True, **_OWN_GROUP,
             )
         except BaseException:
             parent_conn.close()

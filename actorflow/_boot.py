@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import signal
 import sys
+from multiprocessing import current_process
 from multiprocessing.connection import Connection
 
 __all__ = ["main"]
@@ -26,6 +27,7 @@ def main() -> None:
         sys.exit(0)  # the owner went away before the worker started
     sys.path[:] = boot["sys_path"]
     sys.argv[:] = boot["sys_argv"]
+    current_process().name = f"actorflow-worker-{boot['index']}"  # logging's %(processName)s
     from . import _child
 
     _child.worker_main(conn, boot["index"], boot["registry"], boot["max_concurrent"])

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+from multiprocessing import spawn
 from multiprocessing.connection import Pipe
 from typing import Any, Dict, List, Optional, Set
 
@@ -57,11 +58,14 @@ def kill_group(pgid: int) -> None:
 
 
 def _interpreter() -> str:
-    if not sys.executable:
-        text = ("cannot start worker processes: sys.executable is empty (an embedded interpreter); "
-                "call multiprocessing.set_executable() with the path of a python binary")
+    """The python that workers run: multiprocessing's choice (sys.executable unless changed with
+    ``multiprocessing.set_executable()``), so a program that embeds Python can point it at one."""
+    executable = spawn.get_executable()
+    if not executable:
+        text = ("cannot start worker processes: sys.executable is empty (an embedded interpreter?); "
+                "call multiprocessing.set_executable() with the path of a python binary first")
         raise RuntimeError(text)
-    return sys.executable
+    return os.fsdecode(executable)
 
 
 def _pidfds_work() -> bool:

@@ -355,3 +355,42 @@ def test_D6_no_grandchild_outlives_a_SIGKILLed_owner_and_its_pipe_ends(tmp_path)
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+@activity.defn
+def pool_in_activity(n: int) -> list:
+    """An activity may start multiprocessing children of its own (workers are not daemonic
+    multiprocessing children any more)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        return pool.map(abs, range(-n, 0))
+
+
+@activity.defn
+def hang_in_python(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_an_activity_can_use_a_multiprocessing_pool():
+    with ActorSystem(workers=1) as system:
+        assert system.start_activity(pool_in_activity, 3, start_to_close_timeout=STC).result(timeout=60) == [3, 2, 1]
+
+
+def test_a_SIGINT_sent_to_a_worker_itself_ends_it_quietly_and_it_is_replaced(capfd):
+    """Not the terminal's (that reaches only the owner): a SIGINT sent to the worker's pid ends it
+    like a crash (D1: WorkerCrashed, retried), with no KeyboardInterrupt traceback."""
+    with ActorSystem(workers=1) as system:
+        handle = system.start_activity(hang_in_python, 0.5, start_to_close_timeout=STC,
+                                       retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10)))
+        deadline = time.monotonic() + 30
+        while system.statistics().running_attempts < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(system.worker_pids()[0], signal.SIGINT)
+        assert handle.result(timeout=30) is None
+        failed = [e for e in handle.history() if e.kind == "attempt_failed"]
+        assert len(failed) == 1 and "SIGINT" in str(failed[0].detail), failed
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err and "KeyboardInterrupt" not in captured.err, captured.err

@@ -51,6 +51,11 @@ _BY_VALUE_CACHE = 256
 _LEAD = object()  # a job for an idle activity thread: "become the pipe's reader"
 _LOOP = "loop"  # the reader role's owner when the event loop reads
 _EX_SOFTWARE = 70  # exit status of a worker that hit an internal error (sysexits.h)
+_IMPORT_HINT = (
+    " (a worker imports an activity of an importable module by name, with the program's sys.path"
+    " as it was when the system started: make that module importable from there, or define the"
+    " activity in the main module, which travels by value)"
+)
 
 
 def worker_main(conn: Any, index: int, registry: Dict[str, bytes], max_concurrent: int) -> None:
@@ -471,7 +476,10 @@ class _WorkerRuntime:
         try:
             fn = self._function(name, fn_bytes)
         except Exception as exc:  # noqa: BLE001
-            self._report_early_failure(exec_id, number, exc, "Failed loading activity function")
+            what = "Failed loading activity function"
+            if isinstance(exc, (ImportError, AttributeError)):
+                what += _IMPORT_HINT
+            self._report_early_failure(exec_id, number, exc, what)
             return None
         attempt = _Attempt(exec_id, number, _is_async(fn))
         try:

@@ -35,7 +35,9 @@ _BOOT_CODE = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from actorflow
 # A process group of its own, made in the child before exec (no window for a Ctrl-C). Python
 # 3.10 has no ``process_group``: a new session (setsid) also leads a new group, and preexec_fn is
 # unsafe in a process that runs threads.
-_OWN_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+_OWN_GROUP: Dict[str, Any] = (
+    {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+)
 
 _live: Set["WorkerProcess"] = set()
 _live_lock = threading.Lock()
@@ -110,7 +112,9 @@ class WorkerProcess:
             os.close(fallback_w)
         self.pid: int = self._popen.pid
         # a pidfd of an unreaped child is valid even if it has exited already
-        self.sentinel: int = fallback_r if fallback_r >= 0 else os.pidfd_open(self.pid)  # type: ignore[attr-defined]
+        self.sentinel: int = (
+            fallback_r if fallback_r >= 0 else os.pidfd_open(self.pid)  # type: ignore[attr-defined]
+        )
         self.conn = parent_conn
         self._reap_lock = threading.Lock()
         with _live_lock:

@@ -89,7 +89,8 @@ def _env() -> dict:
     return env
 
 
-def _run(argv: List[str], cwd: Path, stdin: Optional[str] = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def _run(argv: List[str], cwd: Path, stdin: Optional[str] = None,
+         timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *argv], input=stdin, capture_output=True, text=True,
                           cwd=cwd, env=_env(), timeout=timeout)
 
@@ -376,7 +377,8 @@ def hang_in_python(seconds: float) -> None:
 
 def test_an_activity_can_use_a_multiprocessing_pool():
     with ActorSystem(workers=1) as system:
-        assert system.start_activity(pool_in_activity, 3, start_to_close_timeout=STC).result(timeout=60) == [3, 2, 1]
+        handle = system.start_activity(pool_in_activity, 3, start_to_close_timeout=STC)
+        assert handle.result(timeout=60) == [3, 2, 1]
 
 
 def test_a_SIGINT_sent_to_a_worker_itself_ends_it_quietly_and_it_is_replaced(capfd):
@@ -394,3 +396,26 @@ def test_a_SIGINT_sent_to_a_worker_itself_ends_it_quietly_and_it_is_replaced(cap
         assert len(failed) == 1 and "SIGINT" in str(failed[0].detail), failed
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err and "KeyboardInterrupt" not in captured.err, captured.err
+
+
+def test_an_activity_whose_module_the_workers_cannot_import_names_the_cause_and_the_fix():
+    """R44: the attempt fails (retryable) with the import error and what to do about it."""
+    import types
+
+    ghost = types.ModuleType("af_ghost_module")  # importable in this process only: sys.modules
+    exec("def lost():\n    return 1\n", ghost.__dict__)
+    sys.modules["af_ghost_module"] = ghost
+    try:
+        lost = activity.defn(ghost.lost)
+        with ActorSystem(workers=1) as system:
+            handle = system.start_activity(lost, start_to_close_timeout=STC,
+                                           retry_policy=RetryPolicy(maximum_attempts=1))
+            err = handle.exception(timeout=30)
+    finally:
+        del sys.modules["af_ghost_module"]
+    assert isinstance(err, ActivityError)
+    assert err.cause.type == "ModuleNotFoundError", err.cause
+    message = err.cause.message
+    assert message.startswith("Failed loading activity function"), message
+    assert "No module named 'af_ghost_module'" in message
+    assert "make that module importable" in message and "main module" in message

@@ -17,7 +17,8 @@ Reports go back from the thread where the attempt ends. Cancellation arrives as 
 async activity's task is cancelled (``asyncio.CancelledError`` at its next await), a sync
 activity gets ``actorflow.exceptions.CancelledError`` raised in its thread (R64, D4).
 
-When the parent dies, even by SIGKILL, the pipe reaches EOF and the worker exits at once (D6).
+When the parent dies, even by SIGKILL, the pipe reaches EOF and the worker exits at once (D6),
+taking its process group (everything activity code started, see _launch.py) with it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 import pickle
 import queue
 import select
+import signal
 import threading
 import traceback
 from collections import OrderedDict
@@ -49,11 +51,24 @@ _BY_VALUE_CACHE = 256
 _LEAD = object()  # a job for an idle activity thread: "become the pipe's reader"
 _LOOP = "loop"  # the reader role's owner when the event loop reads
 _EX_SOFTWARE = 70  # exit status of a worker that hit an internal error (sysexits.h)
+_IMPORT_HINT = (
+    " (a worker imports an activity of an importable module by name, with the program's sys.path"
+    " as it was when the system started: make that module importable from there, or define the"
+    " activity in the main module, which travels by value)"
+)
 
 
 def worker_main(conn: Any, index: int, registry: Dict[str, bytes], max_concurrent: int) -> None:
     """Entry point of a worker process. Runs in the worker process."""
     _WorkerRuntime(conn, registry, max_concurrent).run()
+
+
+def _owner_gone() -> None:
+    """The owner died (its pipe end closed): D6, nothing may outlive it. SIGKILL the worker's
+    process group, the worker included, so no process activity code started is orphaned."""
+    if os.getpgrp() == os.getpid():  # never the owner's group, should the worker not lead one
+        os.killpg(0, signal.SIGKILL)
+    os._exit(0)
 
 
 _policies: Dict[tuple, RetryPolicy] = {}
@@ -325,7 +340,7 @@ class _WorkerRuntime:
             while self._poller.poll(0):  # Connection.poll() would build a selector per call
                 batch.extend(pickle.loads(self.conn.recv_bytes()))
         except (EOFError, OSError):
-            os._exit(0)  # the parent is gone (D6)
+            _owner_gone()
         return batch
 
     def _take_batch(self, on_loop: bool) -> Tuple[list, list, Optional[bool]]:
@@ -418,7 +433,7 @@ class _WorkerRuntime:
             with self._send_lock:
                 self.conn.send_bytes(data)
         except (OSError, EOFError):
-            os._exit(0)
+            _owner_gone()
 
     def send(self, message: Tuple[Any, ...]) -> None:
         """Queue a report; from the loop thread it is batched until the loop's next turn."""
@@ -461,7 +476,10 @@ class _WorkerRuntime:
         try:
             fn = self._function(name, fn_bytes)
         except Exception as exc:  # noqa: BLE001
-            self._report_early_failure(exec_id, number, exc, "Failed loading activity function")
+            what = "Failed loading activity function"
+            if isinstance(exc, (ImportError, AttributeError)):
+                what += _IMPORT_HINT
+            self._report_early_failure(exec_id, number, exc, what)
             return None
         attempt = _Attempt(exec_id, number, _is_async(fn))
         try:

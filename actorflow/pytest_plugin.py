@@ -83,9 +83,16 @@ class _Snapshot:
     """The worker processes, actorflow threads and actors alive before a fixture started any."""
 
     def __init__(self) -> None:
-        self.children = {p.pid for p in multiprocessing.active_children()}
+        self.children = {p.pid for p in _children()}
         self.threads = {t.ident for t in _runtime_threads()}
         self.actors = {id(ref) for ref in _runtime_actors()}
+
+
+def _children() -> List[Any]:
+    """Live child processes (reaping exited ones): actorflow's workers and multiprocessing's."""
+    from ._launch import active_workers
+
+    return [*active_workers(), *multiprocessing.active_children()]
 
 
 def _runtime_threads() -> List[threading.Thread]:
@@ -117,7 +124,7 @@ def _leaks(
     before: _Snapshot, worker_pids: Iterable[int]
 ) -> Tuple[List[Tuple[str, Optional[int]]], List[str], List[str]]:
     procs: Dict[Optional[int], str] = {}
-    for p in multiprocessing.active_children():  # also reaps children that have exited
+    for p in _children():  # also reaps children that have exited
         if p.pid not in before.children:
             procs[p.pid] = p.name
     for pid in worker_pids:
@@ -147,7 +154,7 @@ def _assert_nothing_left(before: _Snapshot, worker_pids: Iterable[int]) -> None:
                 os.kill(pid, 9)
             except OSError:
                 pass
-    multiprocessing.active_children()  # reap them
+    _children()  # reap them
     parts = []
     if procs:
         listed = ", ".join(f"{name} (pid {pid})" for name, pid in procs)

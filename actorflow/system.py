@@ -161,7 +161,7 @@ class ActorSystem:
         try:
             self._registry_bytes[definition.name] = _serde.dumps(fn)
         except Exception as exc:
-            raise TypeError(f"activity {definition.name!r} cannot be pickled for the worker processes: {exc}") from exc
+            raise TypeError(_unpicklable_activity(definition.name, fn, exc)) from exc
         self._registry[definition.name] = fn
 
     # -- life cycle -------------------------------------------------------------------------
@@ -559,7 +559,7 @@ class ActorSystem:
             try:
                 fn_bytes = _serde.dumps(activity)
             except Exception as exc:
-                raise TypeError(f"activity {definition.name!r} cannot be pickled for the worker processes: {exc}") from exc
+                raise TypeError(_unpicklable_activity(definition.name, activity, exc)) from exc
             try:
                 self._by_value_cache[activity] = fn_bytes
             except TypeError:
@@ -691,6 +691,22 @@ def current_system() -> "ActorSystem":
 
 
 # -- validation helpers -------------------------------------------------------------------
+
+
+def _unpicklable_activity(name: str, fn: Any, exc: Exception) -> str:
+    """The error text for an activity that cannot travel to the workers, with the fix."""
+    text = f"activity {name!r} cannot be pickled for the worker processes: {exc}."
+    module = getattr(fn, "__module__", None)
+    if module == "__main__" or "<locals>" in getattr(fn, "__qualname__", ""):
+        where = "the main module or an interactive session" if module == "__main__" else "a function"
+        text += (
+            f" An activity defined in {where} travels by value, together with the globals and "
+            "closure variables it uses; move it (or the object that cannot be pickled) to a module "
+            "of its own that the workers can import, or create that object inside the activity"
+        )
+    else:
+        text += f" Workers import it from {module!r}; check what it holds that pickle cannot"
+    return text
 
 
 def _positive_int(name: str, value: Any) -> int:

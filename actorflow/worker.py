@@ -9,13 +9,15 @@ Writes happen on the supervisor threads.
 
 Slots and the queue are shared by all supervisors, so they live here behind one lock, held only
 for dictionary work, never across I/O.
+
+Workers are started by _launch.py: fresh interpreters that never run the program's main module,
+each leading its own process group, which is killed with the worker (D2, D6).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import multiprocessing
 import os
 import pickle
 import select
@@ -26,7 +28,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from . import _child, clock as _clock
+from . import clock as _clock
+from ._launch import WorkerProcess
 from ._messages import CANCEL, COMPLETED, EXIT, FAILED, HEARTBEAT, READY
 from ._serde import FailureData
 from .clock import Clock
@@ -102,7 +105,6 @@ class WorkerPool:
         self._max_restarts = max_restarts
         self._restart_period = restart_period
         self._on_broken = on_broken
-        self._ctx = multiprocessing.get_context("spawn")  # never fork once threads exist
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._workers: List[_Worker] = []
@@ -122,13 +124,6 @@ class WorkerPool:
 
     def start(self, timeout: float = 60.0) -> None:
         """Spawn the workers and wait until each is ready (or the pool is broken)."""
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        if main_file is not None and not os.path.exists(main_file):
-            raise RuntimeError(
-                f"cannot start worker processes: the main program ({main_file}) is not a file that "
-                "spawned workers can import again (a program read from stdin, for example); save "
-                "it to a .py file, or run it with `python -c` or `python -m`"
-            )
         with self._lock:
             for index in range(self._size):
                 self._workers.append(self._spawn(index))
@@ -147,17 +142,13 @@ class WorkerPool:
                 raise WorkerPoolBrokenError(self._broken)
 
     def _spawn(self, index: int) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_child.worker_main,
-            args=(child_conn, index, self._registry, self._max_concurrent),
-            name=f"actorflow-worker-{index}",
-            daemon=True,
-        )
-        process.start()
-        child_conn.close()
+        boot = {
+            "sys_path": list(sys.path), "sys_argv": list(sys.argv), "index": index,
+            "registry": self._registry, "max_concurrent": self._max_concurrent,
+        }
+        process = WorkerProcess(f"actorflow-worker-{index}", boot)
         log.debug("started worker %d (pid %s)", index, process.pid)
-        return _Worker(index, process, parent_conn)
+        return _Worker(index, process, process.conn)
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop every worker (EXIT, then kill), then the reader. Idempotent."""
@@ -233,7 +224,8 @@ class WorkerPool:
             self._send(worker, [(CANCEL, key[0], key[1], reason)])
 
     def kill_if_running(self, key: Key) -> bool:
-        """D2: the attempt outlived stop_grace: kill its worker process (it is replaced)."""
+        """D2: the attempt outlived stop_grace: kill its worker process and the processes its
+        activities started (the worker's process group); the worker is replaced."""
         with self._lock:
             worker = self._running.get(key)
             if worker is None or worker.dead:
@@ -437,6 +429,7 @@ class WorkerPool:
         code = worker.process.exitcode
         how = _describe_exit(code)
         broken = None
+        replaced = False
         with self._lock:
             worker.dead = True
             self._selector_dirty = True
@@ -451,9 +444,12 @@ class WorkerPool:
                     replacement = self._spawn(worker.index)
                     self._workers[self._workers.index(worker)] = replacement
                     self._restarts += 1
+                    replaced = True
             if not self._running:
                 self._changed.notify_all()
         _close_quietly(worker.conn)
+        if replaced:
+            worker.process.close()  # its sentinel; close() below sees only the replacement
         if lost and not self._closing:
             log.warning("worker pid %s %s while running %d attempt(s)", worker.pid, how, len(lost))
         for key, shard in lost:
@@ -477,7 +473,8 @@ class WorkerPool:
         self._broken = (
             f"worker processes keep dying before running anything ({len(self._early_deaths)} within "
             f"{self._restart_period:g} s, max_restarts={self._max_restarts}); the last one {how}. "
-            "Check that the activities' modules import in a fresh interpreter (workers are spawned)"
+            "Check that the activities' modules import in a fresh interpreter (each worker is a "
+            "new `python` with this program's sys.path; its error is on stderr above)"
         )
         for w in self._workers:
             w.dead = w.dead or not w.process.is_alive()

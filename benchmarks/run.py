@@ -9,8 +9,9 @@ Writes ``benchmarks/results/<timestamp>.json`` and ``.md`` (plus ``latest.json``
 and prints the Markdown table. Every row gives the actorflow median over repetitions with its
 spread (min-max), the reference's, and the ratio of the medians; see docs/performance.md.
 
-This file is also re-imported by every spawned worker process (as ``__mp_main__``), so it imports
-only the standard library at module level.
+This file is re-imported by every worker of the reference ProcessPoolExecutor (spawn, as
+``__mp_main__``; actorflow's workers never run it), so it imports only the standard library at
+module level.
 """
 
 from __future__ import annotations

@@ -39,5 +39,5 @@ async def main(greeting: str = "Hello") -> None:
         print(activity_timeout_result)
 
 
-if __name__ == "__main__":  # required: worker processes are spawned and re-import this file
+if __name__ == "__main__":
     asyncio.run(main())

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 
 from actorflow import ActorSystem
+from actorflow._launch import active_workers
 
 # Thread-name prefixes of actorflow's own threads: the pool reader and lifecycle threads
 # ("actorflow-..."), and the pykka actor threads (pykka names them "<ClassName>-<n>").
@@ -33,14 +34,20 @@ def actorflow_threads() -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.is_alive() and t.name.startswith(ACTOR_THREAD_PREFIXES)]
 
 
+def live_children() -> list:
+    """This process's live child processes as objects: actorflow's workers (started by
+    actorflow._launch, not multiprocessing) and multiprocessing's children. Reaps exited ones."""
+    return [*active_workers(), *multiprocessing.active_children()]
+
+
 def _snapshot() -> tuple:
     """The live children and actorflow threads, as objects (pids and thread idents get reused)."""
-    return set(multiprocessing.active_children()), set(actorflow_threads())
+    return set(live_children()), set(actorflow_threads())
 
 
 def _leftovers(before: tuple) -> tuple:
     procs_before, threads_before = before
-    procs = [p for p in multiprocessing.active_children() if p not in procs_before]
+    procs = [p for p in live_children() if p not in procs_before]
     threads = [t for t in actorflow_threads() if t not in threads_before]
     return procs, threads
 
@@ -49,7 +56,7 @@ def assert_no_leftovers(before: tuple = (set(), set()), grace: float = LEFTOVER_
     """Fail if processes/threads not in ``before`` are still alive after ``grace`` seconds."""
     deadline = time.monotonic() + grace
     while True:
-        procs, threads = _leftovers(before)  # active_children() also reaps finished children
+        procs, threads = _leftovers(before)  # live_children() also reaps finished children
         if not procs and not threads:
             return
         if time.monotonic() > deadline:

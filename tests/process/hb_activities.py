@@ -437,9 +437,9 @@ def quick_sync(x: int) -> int:
 
 
 def _decode_where(fail_in: str) -> str:
-    import multiprocessing
+    import sys
 
-    in_worker = multiprocessing.parent_process() is not None
+    in_worker = "actorflow._boot" in sys.modules  # workers are started by actorflow._launch
     if (fail_in == "worker") == in_worker:
         raise ValueError(f"this value cannot be unpickled in the {fail_in}")
     return f"decoded in the {'worker' if in_worker else 'parent'}"

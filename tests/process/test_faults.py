@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from actorflow.exceptions import (
     TimeoutError,
     TimeoutType,
 )
+from tests.conftest import live_children
 
 pytestmark = pytest.mark.slow
 
@@ -199,21 +199,30 @@ def test_D1_sigkill_from_outside_fails_running_attempt_and_retry_starts_quickly(
 
 
 def test_D1_workers_that_cannot_start_break_the_pool_with_a_clear_error(tmp_path):
+    (tmp_path / "doomed.py").write_text(textwrap.dedent("""
+        import sys
+        from actorflow import activity
+        if "actorflow._boot" in sys.modules:
+            raise SystemExit(5)   # every worker dies while importing the activity's module
+
+        @activity.defn
+        def never_runs() -> None:
+            pass
+    """))
     script = tmp_path / "cannot_start.py"
     script.write_text(textwrap.dedent("""
         import sys
         from datetime import timedelta
-        if __name__ == "__mp_main__":
-            raise SystemExit(5)   # every spawned worker dies while importing the main module
         from actorflow import ActorSystem
         from actorflow.exceptions import WorkerPoolBrokenError
-        if __name__ == "__main__":
-            try:
-                ActorSystem(workers=1, max_restarts=2, restart_period=timedelta(seconds=30)).start()
-            except WorkerPoolBrokenError as exc:
-                print("BROKEN:", exc)
-                sys.exit(0)
-            sys.exit(1)
+        from doomed import never_runs
+        try:
+            ActorSystem(activities=[never_runs], workers=1, max_restarts=2,
+                        restart_period=timedelta(seconds=30)).start()
+        except WorkerPoolBrokenError as exc:
+            print("BROKEN:", exc)
+            sys.exit(0)
+        sys.exit(1)
     """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -276,7 +285,7 @@ def test_D6_shutdown_cancels_running_attempts_and_resolves_every_handle():
     err = backing_off.exception(timeout=1)
     assert err.retry_state is RetryState.CANCEL_REQUESTED
     assert type(err.cause).__name__ == "CancelledError"
-    assert multiprocessing.active_children() == []
+    assert live_children() == []
     with pytest.raises(RuntimeError, match="shut down"):
         system.start_activity(quick, 1, start_to_close_timeout=STC)
 
@@ -308,7 +317,7 @@ def test_D6_attempt_ignoring_cancellation_is_killed_after_stop_grace():
     err = handle.exception(timeout=1)
     assert err.retry_state is RetryState.CANCEL_REQUESTED
     assert err.cause.type == "WorkerShutdown"
-    assert multiprocessing.active_children() == []
+    assert live_children() == []
 
 
 def test_D6_no_thread_or_process_survives_the_system():
@@ -316,7 +325,7 @@ def test_D6_no_thread_or_process_survives_the_system():
     with ActorSystem(workers=2) as system:
         assert system.start_activity(quick, 1, start_to_close_timeout=STC).result(timeout=20) == 2
     assert {t.ident for t in threading.enumerate()} <= before
-    assert multiprocessing.active_children() == []
+    assert live_children() == []
 
 
 def test_D6_async_with_shuts_down_and_leaves_nothing():
@@ -325,7 +334,7 @@ def test_D6_async_with_shuts_down_and_leaves_nothing():
             return await system.execute_activity(quick, 4, start_to_close_timeout=STC)
 
     assert asyncio.run(main()) == 8
-    assert multiprocessing.active_children() == []
+    assert live_children() == []
 
 
 def test_D6_workers_exit_when_the_owning_program_is_sigkilled(tmp_path):
@@ -420,20 +429,30 @@ def test_exceptions_that_cannot_cross_the_boundary_still_reach_the_caller(fn, ty
 def test_worker_pool_broken_fails_open_executions_and_new_calls(tmp_path):
     script = tmp_path / "breaks_later.py"
     marker = tmp_path / "marker"
+    (tmp_path / "fragile.py").write_text(textwrap.dedent(f"""
+        import os, sys
+        from actorflow import activity
+        if "actorflow._boot" in sys.modules and os.path.exists({str(marker)!r}):
+            raise SystemExit(9)   # replacement workers cannot start any more
+
+        @activity.defn
+        def registered() -> None:
+            pass
+    """))
     script.write_text(textwrap.dedent(f"""
         import os, signal, sys, time
         from datetime import timedelta
-        if __name__ == "__mp_main__" and os.path.exists({str(marker)!r}):
-            raise SystemExit(9)   # replacement workers cannot start any more
         from actorflow import ActorSystem, activity
         from actorflow.exceptions import ActivityError, WorkerPoolBrokenError
+        from fragile import registered
 
         @activity.defn
         def block() -> None:
             time.sleep(3600)
 
         if __name__ == "__main__":
-            with ActorSystem(workers=1, max_restarts=1, stop_grace=timedelta(seconds=0.2)) as system:
+            with ActorSystem(activities=[registered], workers=1, max_restarts=1,
+                             stop_grace=timedelta(seconds=0.2)) as system:
                 open({str(marker)!r}, "w").close()
                 handle = system.start_activity(block, start_to_close_timeout=timedelta(hours=1))
                 time.sleep(0.5)

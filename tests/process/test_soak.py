@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import multiprocessing
 import os
 import random
 import time
@@ -68,7 +67,7 @@ from actorflow.exceptions import (
     TimeoutError,
     TimeoutType,
 )
-from tests.conftest import actorflow_threads
+from tests.conftest import actorflow_threads, live_children
 from tests.process import soak_activities
 from tests.process.soak_activities import action_for
 
@@ -535,7 +534,7 @@ def test_soak_every_handle_resolves_once_with_the_predicted_outcome():
     elapsed = time.monotonic() - began
 
     # nothing is left (D6)
-    assert _wait_for(lambda: multiprocessing.active_children() == [], 5), multiprocessing.active_children()
+    assert _wait_for(lambda: live_children() == [], 5), live_children()
     assert _wait_for(lambda: actorflow_threads() == [], 5), actorflow_threads()
 
     # every execution, against its prediction
@@ -718,7 +717,7 @@ def test_soak_shutdown_in_the_middle_resolves_every_handle_and_leaves_nothing():
     started = [(spec, h, before) for spec, h, before in zip(specs, handles, closed_before) if h is not None]
     assert all(h.done() for _, h, _ in started)  # at once: shutdown() returns when all are resolved
     assert took < STOP_GRACE + 5, took
-    assert _wait_for(lambda: multiprocessing.active_children() == [], 5), multiprocessing.active_children()
+    assert _wait_for(lambda: live_children() == [], 5), live_children()
     assert _wait_for(lambda: actorflow_threads() == [], 5), actorflow_threads()
     how = Counter(check_shutdown_outcome(spec, h, before) for spec, h, before in started)
     assert sum(how.values()) == len(started)

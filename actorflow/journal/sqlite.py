@@ -44,6 +44,9 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a reset WAL file is truncated to
 _STATE_INDEX = SNAPSHOT_FIELDS.index("state")
 _CLOSE_INDEX = SNAPSHOT_FIELDS.index("close_time")
 _OUTCOME_INDEX = SNAPSHOT_FIELDS.index("outcome")
+_INSERT_SQL = (
+    "INSERT INTO executions (exec_id, run_id, activity_id, activity_type, task_queue, status, start_time, "
+    "execution_time, options, args, close_time, state, details, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _ROW_SQL = ("SELECT exec_id, run_id, activity_id, activity_type, task_queue, status, start_time, "
             "execution_time, close_time FROM executions")
 
@@ -303,24 +306,32 @@ class SqliteJournal(Journal):
                     log.exception("journal callback failed")
 
     def _write(self, new: List[tuple], updates: Dict[int, tuple], history: Dict[Tuple[int, int], tuple]) -> None:
+        """One transaction. A new execution whose first snapshot is queued too is inserted with
+        it (one statement, not two): fewer statements, fewer trips through the GIL."""
         to_ts = self._to_ts
-        rows = []
+        changed: Dict[int, tuple] = {}
         for exec_id, (record, snapshot, details, outcome) in updates.items():
-            machine_state = snapshot[_STATE_INDEX]
             close = snapshot[_CLOSE_INDEX]
-            status = _codec.STATUS_OF_OUTCOME[snapshot[_OUTCOME_INDEX]]
-            rows.append((status, None if close is None else to_ts(close),
-                         _codec.encode_state(snapshot, to_ts) if machine_state is not None else None,
-                         details, outcome, exec_id))
+            changed[exec_id] = (
+                _codec.STATUS_OF_OUTCOME[snapshot[_OUTCOME_INDEX]], None if close is None else to_ts(close),
+                _codec.encode_state(snapshot, to_ts) if snapshot[_STATE_INDEX] is not None else None,
+                details, outcome)
+        inserts = []
+        for row in new:
+            change = changed.pop(row[0], None)
+            if change is None:
+                inserts.append(row + (None, None, None, None))
+            else:
+                status, close, state, details, outcome = change
+                inserts.append(row[:5] + (status,) + row[6:] + (close, state, details, outcome))
+        rows = [change + (exec_id,) for exec_id, change in changed.items()]
         entries = [(exec_id, seq, to_ts(event[0]), event[1], event[2], _codec.dumps_detail(event[3]))
                    for (exec_id, seq), event in history.items()]
         db = self._db
         db.execute("BEGIN")
         try:
-            if new:
-                db.executemany(
-                    "INSERT INTO executions (exec_id, run_id, activity_id, activity_type, task_queue, "
-                    "status, start_time, execution_time, options, args) VALUES (?,?,?,?,?,?,?,?,?,?)", new)
+            if inserts:
+                db.executemany(_INSERT_SQL, inserts)
             if rows:
                 db.executemany("UPDATE executions SET status=?, close_time=?, state=?, details=?, "
                                "outcome=COALESCE(?, outcome) WHERE exec_id=?", rows)

@@ -29,6 +29,9 @@ EXPECTED = {
     "heartbeat_timeout.py": [r"hello, world", r"hello, heartbeat timeout"],
     "web_service.py": [r'200 \{"size": 64', r'200 \{"size": 32', r"422 .*NON_RETRYABLE_FAILURE", r"404 "],
     "data_pipeline.py": [r"chunk 5 was retried: attempt 2 resumed at", r"matches a sieve"],
+    "durable_service.py": [r"killed the service \(pid \d+\) with SIGKILL",
+                           r"invoice-\d\d: (completed before the kill|was running at the kill|was waiting)",
+                           r"all 12 jobs done"],
 }
 
 

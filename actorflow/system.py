@@ -29,7 +29,7 @@ from ._messages import (BeginShutdown, CancelExecution, DetachAll, ForceCloseAll
                         SuspendAll, TimersFired, WorkerReports)
 from ._retry import EffectivePolicy
 from .activity import _definition_of
-from .clock import Clock, SystemClock, timestamp_function
+from .clock import Clock, SystemClock
 from .common import ActivityCancellationType, ActivityIDConflictPolicy, ActivityIDReusePolicy, RetryPolicy
 from .exceptions import ActivityAlreadyStartedError, ActivityNotFoundError, WorkerPoolBrokenError
 from ._outcome import Outcome
@@ -124,13 +124,11 @@ class ActorSystem:
             raise ValueError(f"journal_sync must be one of {', '.join(map(repr, _journal.SYNC_MODES))}, "
                              f"got {journal_sync!r}")
         self._retention = _duration("retention", retention)
-        to_timestamp = timestamp_function(self._clock)
         clock_now = self._clock.now
         # D8, D9: the index of open ids (and, with a path, the durable record); opened by start().
         self._journal = _journal.open_journal(journal_path, journal_sync, self._retention.total_seconds(),
                                               clock_now)
         self._durable = self._journal.durable
-        self._wall_now = lambda: to_timestamp(clock_now())
         self._registry: Dict[str, Callable[..., Any]] = {}
         self._registry_bytes: Dict[str, bytes] = {}
         for fn in activities:
@@ -422,24 +420,25 @@ class ActorSystem:
                 policy_fields=policy[1],
                 explicit_id=explicit,
             )
-        existing = self._claim(record, explicit, reuse, conflict)
-        if existing is not None:
-            return self._handle_of_open(existing)  # USE_EXISTING (D9)
-        if not explicit:  # the claim may have moved a generated id on
-            exec_id, shard, config = record.exec_id, record.shard, record.machine.config
-        ticket = None
-        if self._durable:
-            record.start_time = self._clock.now()
-            try:
-                ticket = self._journal.record_new(record)
-            except BaseException:
-                self._journal.release_claim(config.activity_id, record)
-                raise
-        supervisor = self._supervisors[shard]
-        message = NewExecution(record)
-        if not self._supervisor_actors[shard].handle_inline(message, may_write=True):
-            supervisor.tell(message)
-        if ticket is not None:
+            # Still under the lock: a shutdown that begins now comes after this hand-over (D6).
+            existing = self._claim(record, explicit, reuse, conflict)
+            if existing is not None:
+                return self._handle_of_open(existing)  # USE_EXISTING (D9)
+            if not explicit:  # the claim may have moved a generated id on
+                exec_id, shard, config = record.exec_id, record.shard, record.machine.config
+            ticket = None
+            if self._durable:
+                record.start_time = self._clock.now()
+                try:
+                    ticket = self._journal.record_new(record)
+                except BaseException:
+                    self._journal.release_claim(config.activity_id, record)
+                    raise
+            supervisor = self._supervisors[shard]
+            message = NewExecution(record)
+            if not self._supervisor_actors[shard].handle_inline(message, may_write=True):
+                supervisor.tell(message)
+        if ticket is not None:  # outside the lock, so that concurrent starts share commits
             self._journal.wait_durable(ticket)  # D8: group commit with concurrent starts
         return ActivityHandle(config.activity_id, name, future, _Canceller(supervisor, exec_id),
                               record.history, self._to_datetime)

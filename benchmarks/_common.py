@@ -35,6 +35,11 @@ class Sizes:
     heartbeat_calls: int
     cancel_samples: int
     crash_kills: int
+    durable_roundtrip_calls: int = 2000
+    durable_throughput_n: int = 20_000
+    durable_recovery_n: int = 100_000
+    durable_peer_reps: int = 3
+    peers: bool = True  # run the durable benchmark's peers (huey, DBOS, Celery) in their own venv
 
     @classmethod
     def full(cls) -> "Sizes":
@@ -46,7 +51,18 @@ class Sizes:
     def small(cls) -> "Sizes":
         return cls(quick=True, reps=2, roundtrip_calls=50, throughput_n=300, startup_reps=1,
                    timer_pending=2000, timer_ops=500, timer_probes=30, timer_probe_interval=0.002,
-                   scale_n=200, heartbeat_calls=2000, cancel_samples=3, crash_kills=1)
+                   scale_n=200, heartbeat_calls=2000, cancel_samples=3, crash_kills=1,
+                   durable_roundtrip_calls=50, durable_throughput_n=300, durable_recovery_n=500,
+                   durable_peer_reps=1, peers=False)
+
+
+class BenchmarkPartialFailure(Exception):
+    """A benchmark that measured some rows and failed at others: the runner keeps ``metrics``
+    and reports the failure (exit code 1), instead of losing every row."""
+
+    def __init__(self, message: str, metrics: List["Metric"]) -> None:
+        super().__init__(message)
+        self.metrics = metrics
 
 
 @dataclass

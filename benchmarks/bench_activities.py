@@ -131,3 +131,11 @@ def stamp(x=None):
 @activity.defn
 async def stamp_async(x=None):
     return time.perf_counter()
+
+
+@activity.defn
+def park(x=None):
+    """Occupies its worker slot for an hour: the durable benchmark's way to leave executions
+    open (queued behind it) in a journal when the system shuts down."""
+    time.sleep(3600)
+    return x

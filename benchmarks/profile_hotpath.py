@@ -7,7 +7,8 @@
        python benchmarks/profile_hotpath.py report /tmp/rt.txt --threads /tmp/rt.threads.json
 
    ``--gil`` keeps only samples of the thread holding the GIL, i.e. where the parent's one
-   usable core goes; ``roundtrip`` keeps one no-op in flight, ``throughput`` submits bursts.
+   usable core goes; ``roundtrip`` keeps one no-op in flight, ``throughput`` submits bursts;
+   ``--journal PATH [--journal-sync full]`` runs either on a journaled system (D8).
 
 2. ``timeline``: one no-op in flight, the median time between consecutive stages of its path.
 3. ``cpu``: thread CPU time of each parent component alone (caller, supervisor, reader).
@@ -17,6 +18,8 @@
    calls (finer than the runner's interleaving, for A/B comparisons of two trees).
 6. ``gcpause``: the timer's firing lateness under full dispatch load, with the cyclic GC's
    pauses per generation recorded meanwhile (``--freeze`` calls ``gc.freeze()`` first).
+7. ``journal [--journal-sync full]``: one no-op in flight on a journaled system (D8): commits per
+   round trip, rows per commit, thread CPU per SQL statement kind and per ``_write``.
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ if HERE not in sys.path:
 STC = timedelta(seconds=60)
 
 
-def _workload(mode: str, seconds: float, threads_out: str | None) -> None:
+def _workload(mode: str, seconds: float, threads_out: str | None, journal: str | None = None,
+              journal_sync: str = "normal") -> None:
     from actorflow import ActorSystem
 
     import bench_activities as acts
 
-    with ActorSystem(activities=[acts.noop], workers=2) as system:
+    options = {} if journal is None else {"journal": journal, "journal_sync": journal_sync,
+                                          "retention": timedelta(minutes=1)}
+    with ActorSystem(activities=[acts.noop], workers=2, **options) as system:
         for i in range(500):
             system.start_activity(acts.noop, i, start_to_close_timeout=STC).result()
         if threads_out:
@@ -514,6 +520,87 @@ def _gc_pause(freeze: bool) -> None:
               f"total {sum(values):.0f} ms")
 
 
+# -- journal: what the SQLite journal's commits cost per round trip (D8) ---------------------------
+
+
+class _TimedConnection:
+    """Stands in for the journal's connection inside ``_write``: thread CPU per statement kind."""
+
+    def __init__(self, db, cost, count) -> None:
+        self._db, self._cost, self._count = db, cost, count
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    def _timed(self, method, sql, *args):
+        word = sql.split()[0]
+        key = word if word in ("BEGIN", "COMMIT", "ROLLBACK") else " ".join(sql.split()[:3])
+        c0 = time.thread_time()
+        try:
+            return method(sql, *args)
+        finally:
+            self._cost[key] += time.thread_time() - c0
+            self._count[key] += 1
+
+    def execute(self, sql, *args):
+        return self._timed(self._db.execute, sql, *args)
+
+    def executemany(self, sql, rows):
+        return self._timed(self._db.executemany, sql, rows)
+
+
+def _journal_cost(n: int, sync: str) -> None:
+    """One no-op in flight on a journaled system: commits per round trip, rows per commit, and
+    the thread CPU of each statement kind and of ``_write`` as a whole (encoding included)."""
+    import collections
+    import tempfile
+
+    from actorflow import ActorSystem
+    from actorflow.journal import sqlite as journal_sqlite
+
+    import bench_activities as acts
+
+    cost: collections.Counter = collections.Counter()
+    count: collections.Counter = collections.Counter()
+    original = journal_sqlite.SqliteJournal._write
+
+    def write(self, new, updates, history):
+        c0 = time.thread_time()
+        real, self._db = self._db, _TimedConnection(self._db, cost, count)
+        try:
+            return original(self, new, updates, history)
+        finally:
+            self._db = real
+            cost["_write (all)"] += time.thread_time() - c0
+            count["_write (all)"] += 1
+            count["rows: new"] += len(new)
+            count["rows: updates"] += len(updates)
+            count["rows: history"] += len(history)
+
+    journal_sqlite.SqliteJournal._write = write
+    with tempfile.TemporaryDirectory() as tmp:
+        with ActorSystem(activities=[acts.noop], workers=2, journal=os.path.join(tmp, "j.db"),
+                         journal_sync=sync, retention=timedelta(minutes=1)) as system:
+            for i in range(300):
+                system.start_activity(acts.noop, i, start_to_close_timeout=STC).result()
+            cost.clear()
+            count.clear()
+            lat = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                system.start_activity(acts.noop, i, start_to_close_timeout=STC).result()
+                lat.append(time.perf_counter() - t0)
+    journal_sqlite.SqliteJournal._write = original
+    lat.sort()
+    print(f"journal_sync={sync}: {n} round trips, p50 {lat[n // 2] * 1e6:.0f} us")
+    print(f"{'':34s} {'per round trip':>14s} {'CPU us/rt':>10s} {'CPU us/call':>12s}")
+    for key in sorted(cost, key=cost.get, reverse=True):
+        print(f"{key:34s} {count[key] / n:14.2f} {cost[key] / n * 1e6:10.1f} {cost[key] / count[key] * 1e6:12.1f}")
+    for key in ("rows: new", "rows: updates", "rows: history"):
+        print(f"{key:34s} {count[key] / n:14.2f}")
+
+
 # -- report -------------------------------------------------------------------------------------
 
 def _frame_name(frame: str) -> str:
@@ -573,7 +660,7 @@ def _report(path: str, threads_path: str | None, top: int = 25) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["roundtrip", "throughput", "report", "timeline", "cpu", "memory",
-                                    "processcpu", "gcpause"])
+                                    "processcpu", "gcpause", "journal"])
     p.add_argument("--freeze", action="store_true", help="gcpause: gc.freeze() before the load")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--async", dest="use_async", action="store_true")
@@ -581,6 +668,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--threads-out")
     p.add_argument("--threads")
+    p.add_argument("--journal", help="roundtrip/throughput: on a journaled system (D8), this file")
+    p.add_argument("--journal-sync", default="normal", choices=["normal", "full"])
     args = p.parse_args()
     if args.mode == "report":
         _report(args.path, args.threads)
@@ -594,8 +683,10 @@ def main() -> None:
         _process_cpu(args.n)
     elif args.mode == "gcpause":
         _gc_pause(args.freeze)
+    elif args.mode == "journal":
+        _journal_cost(args.n, args.journal_sync)
     else:
-        _workload(args.mode, args.seconds, args.threads_out)
+        _workload(args.mode, args.seconds, args.threads_out, args.journal, args.journal_sync)
 
 
 if __name__ == "__main__":

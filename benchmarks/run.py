@@ -4,6 +4,10 @@
     python benchmarks/run.py --quick         # tiny sizes, a few seconds; CI runs it, numbers not judged
     python benchmarks/run.py --only roundtrip --only throughput
     python benchmarks/run.py --reps 9        # more repetitions
+    python benchmarks/run.py --only durable  # journaled vs in-memory, recovery, and the peers
+
+The durable benchmark's peers (huey, DBOS, Celery+Redis) run in their own venv,
+``benchmarks/peers/.venv``, made on first use; ``--quick`` skips them unless ``--peers`` is given.
 
 Writes ``benchmarks/results/<timestamp>.json`` and ``.md`` (plus ``latest.json`` / ``latest.md``)
 and prints the Markdown table. Every row gives the actorflow median over repetitions with its
@@ -36,6 +40,7 @@ BENCHMARKS = {
     "heartbeat": ("bench_features", "bench_heartbeat"),
     "cancel": ("bench_features", "bench_cancel"),
     "crash": ("bench_features", "bench_crash"),
+    "durable": ("bench_durable", "bench_durable"),
 }
 
 
@@ -45,6 +50,8 @@ def _parse(argv):
     p.add_argument("--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME",
                    help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
     p.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 5, quick 2)")
+    p.add_argument("--peers", action="store_true",
+                   help="with --quick, run the durable benchmark's peers too (a full run always does)")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="directory for the JSON and Markdown")
     p.add_argument("--watchdog", type=float, default=None,
                    help="dump every thread's stack and exit if the run takes longer (default 120 s quick, 3 h full)")
@@ -112,13 +119,15 @@ def main(argv=None) -> int:
     import faulthandler
     import importlib
 
-    from _common import Sizes
+    from _common import BenchmarkPartialFailure, Sizes
 
     faulthandler.dump_traceback_later(args.watchdog or (120.0 if args.quick else 3 * 3600.0), exit=True)
 
     sizes = Sizes.small() if args.quick else Sizes.full()
     if args.reps is not None:
         sizes.reps = max(1, args.reps)
+    if args.peers:
+        sizes.peers = True
     names = args.only or list(BENCHMARKS)
     load_start = os.getloadavg()[0]
     metrics, errors, durations = [], {}, {}
@@ -128,6 +137,10 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             metrics += getattr(importlib.import_module(module), function)(sizes)
+        except BenchmarkPartialFailure as exc:  # rows measured before the failure are kept
+            metrics += exc.metrics
+            errors[name] = str(exc)
+            print(f"[bench] {name} FAILED in part:\n{errors[name]}", file=sys.stderr, flush=True)
         except Exception as exc:  # noqa: BLE001 - report the rest, fail at the end
             import traceback
 

@@ -23,7 +23,8 @@ def test_quick_benchmarks_run_and_write_json(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "latest-quick.json").read_text())
     assert not result["meta"]["errors"]
     benchmarks = {m["benchmark"] for m in result["metrics"]}
-    assert benchmarks == {"roundtrip", "throughput", "startup", "timer", "scale", "heartbeat", "cancel", "crash"}
+    assert benchmarks == {"roundtrip", "throughput", "startup", "timer", "scale", "heartbeat", "cancel", "crash",
+                          "durable"}
     for metric in result["metrics"]:
         assert metric["actorflow"]["samples"], metric["metric"]
         assert metric["reference"]["samples"], metric["metric"]

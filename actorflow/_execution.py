@@ -481,7 +481,11 @@ class ExecutionStateMachine:
                 heartbeat_details: Tuple[Any, ...] = ()) -> "ExecutionStateMachine":
         """Rebuild an open execution's machine from ``snapshot()`` (times already on the new
         clock's scale); feed it ``Resume`` to start it again (D8)."""
-        machine = cls(config)
+        machine = cls.__new__(cls)  # every field is set below: recovery rebuilds 100,000s of these
+        machine.config = config
+        machine.caller_resolved = machine.shutting_down = machine.suspended = False
+        machine.final_error = machine.result = None
+        machine._out = _NO_COMMANDS
         for name, value in zip(SNAPSHOT_FIELDS[:-1], snapshot):
             setattr(machine, name, value)
         machine._timers = {TimerKind(kind): (attempt, deadline) for kind, attempt, deadline in snapshot[-1]}

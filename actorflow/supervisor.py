@@ -298,20 +298,32 @@ class SupervisorActor(pykka.ThreadingActor):
             self._feed(record, ForceClose(), now)
 
     def _on_recover(self, message: RecoverExecutions) -> None:
+        """D8: resume executions read back from the journal. One that Resume leaves where it
+        was (still queued for a slot, still backing off) is not written back: its journal row
+        already says so, and a later recovery re-derives the same from it."""
         now = self._clock.now()
         for record in message.records:
             self._records[record.exec_id] = record
-            self._feed(record, Resume(), now)
+            machine = record.machine
+            before = (machine.state, machine.attempt, machine.cancel_requested, machine.paused)
+            self._feed(record, Resume(), now, journal=False)
+            if machine.closed:
+                continue  # _feed recorded its close
+            if (machine.state, machine.attempt, machine.cancel_requested, machine.paused) != before \
+                    or len(record.history) > record.history_written:
+                self._journal.record_update(record)
 
     def _on_suspend_all(self, message: SuspendAll) -> None:
+        # Not written back: a suspension's hold ends with the system (restore() drops it).
         now = self._clock.now()
         for record in list(self._records.values()):
-            self._feed(record, Suspend(), now)
+            self._feed(record, Suspend(), now, journal=False)
 
     def _on_detach_all(self, message: DetachAll) -> None:
+        # Not written back: answering this process's callers changes nothing the journal keeps.
         now = self._clock.now()
         for record in list(self._records.values()):
-            self._feed(record, Detach(), now)
+            self._feed(record, Detach(), now, journal=False)
 
     def _on_pool_broken(self, message: PoolBroken) -> None:
         for record in list(self._records.values()):
@@ -320,7 +332,7 @@ class SupervisorActor(pykka.ThreadingActor):
 
     # -- feeding the machine ----------------------------------------------------------------
 
-    def _feed(self, record: ExecutionRecord, event: Any, now: float) -> None:
+    def _feed(self, record: ExecutionRecord, event: Any, now: float, journal: bool = True) -> None:
         """Hand ``event`` to the record's machine and carry out the commands, in order.
 
         Events that the commands themselves produce (an attempt that got a slot at once) are fed
@@ -351,7 +363,7 @@ class SupervisorActor(pykka.ThreadingActor):
             self._records.pop(record.exec_id, None)
             if self._journal is not None:
                 self._journal.record_closed(record)
-        elif self._durable:
+        elif self._durable and journal:
             self._journal.record_update(record)
 
     def _execute(self, record: ExecutionRecord, command: Any, now: float) -> Optional[Tuple[Any, float]]:

@@ -359,3 +359,11 @@ def test_R5_closed_machines_absorb_part2_events(event: Any):
     m = started(ExecutionStateMachine(cfg()))
     m.handle(AttemptCompleted(1, b"x"), 1.0)
     assert m.handle(event, 2.0) == []
+
+
+def test_D8_restore_sets_every_field_of_the_machine():
+    """restore() skips __init__ (recovery rebuilds many machines): no field may be left unset."""
+    m = started(ExecutionStateMachine(cfg(heartbeat=2.0)))
+    restored = roundtrip(m, details=("x",))
+    assert [name for name in ExecutionStateMachine.__slots__ if not hasattr(restored, name)] == []
+    assert (restored.caller_resolved, restored.suspended, restored.final_error) == (False, False, None)

@@ -383,3 +383,18 @@ def test_D8_cancel_through_a_handle_of_a_recovered_execution(journal: str, side:
         wait_until(lambda: any(e.kind == "attempt_failed" for e in handle.history()))
         assert handle.cancel()
         assert isinstance(handle.exception(30).cause, CancelledError)
+
+
+def test_D8_a_virtual_clock_skips_a_recovered_hour_long_backoff(journal: str, side: str):
+    """Works with VirtualClock: the recovered retry is due in an hour of virtual time, which the
+    idle system skips, so the test takes seconds."""
+    with system_on(journal, clock=VirtualClock(auto_skip=False)) as system:
+        system.start_activity(acts.fail_then_succeed, args=[side, 3600.0], activity_id="hour",
+                              start_to_close_timeout=MINUTE, heartbeat_timeout=timedelta(minutes=10))
+        wait_until(lambda: "fail_then_succeed:hour:1" in acts.runs(side))
+        wait_until(lambda: any(e.kind == "attempt_failed" for e in system.get_activity_handle("hour").history()))
+    clock = VirtualClock()
+    started = time.monotonic()
+    with system_on(journal, clock=clock) as system:
+        assert system.get_activity_handle("hour").result(60) == {"attempt": 2, "details": ["tail"]}
+    assert time.monotonic() - started < 30

@@ -100,6 +100,7 @@ __all__ = [
     "SNAPSHOT_FIELDS",
     "TIME_FIELDS",
     "STATUS_OF_OUTCOME",
+    "suspended_by_shutdown",
 ]
 
 WORKER_SHUTDOWN_MESSAGE = "Worker is shutting down and this activity did not complete in time"
@@ -363,6 +364,14 @@ Command = Union[
     RejectCaller,
     AttemptRetrying,
 ]
+
+
+def suspended_by_shutdown(activity_type: str, activity_id: str) -> ActivityError:
+    """D8: what a caller of a journaled system's open execution gets when the system shuts down."""
+    error = ActivityError("Activity execution suspended by system shutdown", activity_type=activity_type,
+                          activity_id=activity_id, retry_state=RetryState.IN_PROGRESS)
+    error.__cause__ = ApplicationError(SYSTEM_SHUTDOWN_MESSAGE, type="SystemShutdown")
+    return error
 
 
 class ExecutionStateError(RuntimeError):
@@ -636,14 +645,7 @@ class ExecutionStateMachine:
         if self.caller_resolved:
             return
         self.caller_resolved = True
-        error = ActivityError(
-            "Activity execution suspended by system shutdown",
-            activity_type=self.config.activity_type,
-            activity_id=self.config.activity_id,
-            retry_state=RetryState.IN_PROGRESS,
-        )
-        error.__cause__ = ApplicationError(SYSTEM_SHUTDOWN_MESSAGE, type="SystemShutdown")
-        self._out.append(RejectCaller(error))
+        self._out.append(RejectCaller(suspended_by_shutdown(self.config.activity_type, self.config.activity_id)))
 
     def _on_resume(self, event: Resume, now: float) -> None:
         """D8: re-arm what was pending when the previous system stopped."""

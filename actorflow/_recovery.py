@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Tuple
 
 from . import _serde
-from ._execution import (
-    SYSTEM_SHUTDOWN_MESSAGE,
-    ExecutionStateMachine,
-    Schedule,
-)
+from ._execution import ExecutionStateMachine, Schedule, suspended_by_shutdown
 from ._messages import RecoverExecutions
 from ._outcome import Outcome
 from .clock import Clock, from_timestamp_function
@@ -43,7 +39,7 @@ class Recovery:
         self._journal = journal
         self._from_ts = from_timestamp_function(clock)
         self._shards = shards
-        self._foreign_waiters: List[Outcome] = []
+        self._foreign_waiters: List[Tuple[Outcome, Any]] = []  # (future, StoredRun)
 
     # -- resuming ---------------------------------------------------------------------------
 
@@ -71,7 +67,7 @@ class Recovery:
     def _record_of(self, run: Any, codec: Any) -> ExecutionRecord:
         options = run.options
         config = codec.config_of(options, run.activity_id, run.activity_type, run.run_id)
-        details = _decode_details(run.details_bytes)
+        details = _serde.decode_details(run.details_bytes) if run.details_bytes else ()
         if run.state is None:
             # Committed before its first snapshot: scheduled at its start time, as it was.
             fresh = ExecutionStateMachine(config)
@@ -139,23 +135,7 @@ class Recovery:
         """Shutdown: handles on untouched runs resolve as D8 says (IN_PROGRESS)."""
         waiters, self._foreign_waiters = self._foreign_waiters, []
         for future, run in waiters:
-            future.set(None, _suspended_error(run))
-
-
-def _decode_details(data: Optional[bytes]) -> tuple:
-    if not data:
-        return ()
-    try:
-        return tuple(_serde.loads(data))
-    except Exception as exc:  # noqa: BLE001 - the bytes still reach the next attempt
-        return (f"<heartbeat details could not be unpickled in the calling process: {exc!r}>",)
-
-
-def _suspended_error(run: Any) -> ActivityError:
-    error = ActivityError("Activity execution suspended by system shutdown", activity_type=run.activity_type,
-                          activity_id=run.activity_id, retry_state=RetryState.IN_PROGRESS)
-    error.__cause__ = ApplicationError(SYSTEM_SHUTDOWN_MESSAGE, type="SystemShutdown")
-    return error
+            future.set(None, suspended_by_shutdown(run.activity_type, run.activity_id))
 
 
 def _lost_outcome(run: Any) -> ActivityError:

@@ -517,16 +517,9 @@ class SupervisorActor(pykka.ThreadingActor):
         raise TypeError(f"unknown worker report {report!r}")
 
     def _details(self, record: ExecutionRecord, attempt: int, data: bytes) -> Tuple[Any, ...]:
-        """Decode heartbeat details; keep the bytes for the next attempt's info() (R54).
-
-        Details that this process cannot unpickle (a worker may) must not crash the actor
-        (STYLE.md 2.11): the heartbeat still counts, a placeholder stands in for them here, and
-        the bytes still go to the next attempt (which fails per R44 if it cannot decode them).
-        """
-        try:
-            details = tuple(_serde.loads(data))
-        except Exception as exc:  # noqa: BLE001
-            details = (f"<heartbeat details could not be unpickled in the calling process: {exc!r}>",)
+        """Decode heartbeat details (``_serde.decode_details``: never fails the actor); keep the
+        bytes for the next attempt's info() (R54)."""
+        details = _serde.decode_details(data)
         if record.machine.state is State.RUNNING and record.machine.attempt == attempt:
             record.details_bytes = data if details else None
         return details

@@ -17,7 +17,7 @@ import os
 import threading
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -458,7 +458,7 @@ class ActorSystem:
             except ActivityAlreadyStartedError:
                 with self._lock:
                     record.exec_id = next(self._ids)
-                config = record.machine.config = _with_activity_id(config, str(record.exec_id))
+                config = record.machine.config = replace(config, activity_id=str(record.exec_id))
                 record.shard = record.exec_id % self._shards
 
     # -- addressing executions by id (D9) ---------------------------------------------------
@@ -662,12 +662,6 @@ def _id_policies(reuse: Any, conflict: Any) -> Tuple[ActivityIDReusePolicy, Acti
     if conflict == ActivityIDConflictPolicy.UNSPECIFIED:
         conflict = ActivityIDConflictPolicy.FAIL
     return reuse, conflict
-
-
-def _with_activity_id(config: ExecutionConfig, activity_id: str) -> ExecutionConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, activity_id=activity_id)
 
 
 def current_system() -> "ActorSystem":

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional
 from actorflow import ActorSystem
 
 import bench_activities as acts
+from bench_latency import _af_burst, _af_roundtrips
 from _common import (
     BenchmarkPartialFailure,
     Metric,
@@ -74,25 +75,11 @@ def _systems(tmp: str) -> Dict[str, ActorSystem]:
 
 
 def _roundtrips(system: ActorSystem, n: int) -> List[float]:
-    out = []
-    start = system.start_activity
-    fn = acts.noop
-    clock = time.perf_counter
-    for i in range(n):
-        t0 = clock()
-        start(fn, i, start_to_close_timeout=STC).result()
-        out.append(clock() - t0)
-    return out
+    return _af_roundtrips(system, acts.noop, n)
 
 
 def _burst(system: ActorSystem, n: int) -> float:
-    start = system.start_activity
-    fn = acts.noop
-    t0 = time.perf_counter()
-    handles = [start(fn, i, start_to_close_timeout=STC) for i in range(n)]
-    for h in handles:
-        h.result()
-    return n / (time.perf_counter() - t0)
+    return _af_burst(system, acts.noop, n)[0]
 
 
 def _burst_threads(system: ActorSystem, n: int, threads: int) -> float:

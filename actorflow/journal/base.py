@@ -5,15 +5,14 @@ is its own business, as with SQLAlchemy's dialects. Every journal keeps the inde
 executions by ``activity_id`` (D9: an id is unique among open executions); what differs is where
 closed executions are retained and whether anything survives the process (``durable``).
 
-Threads: ``claim``, ``latest_closed``, ``retained`` run on callers' threads; ``record_*`` on
+Threads: ``claim`` and ``latest_closed`` run on callers' threads; ``record_*`` on
 the supervisor (or inline) thread that handles the execution; both sides take ``self._lock``
 only for dictionary work.
 
-The in-memory journal keeps each closed execution's record (its machine, history and outcome)
-for ``retention``, so that ``get_activity_handle`` and the id reuse policies see it, and forgets
-it after that; memory holds whatever closed within ``retention``, so a busy system without a
-journal wants a short one. Nothing here is written anywhere: the hot path pays a dictionary
-insert at start and a move at close.
+The in-memory journal keeps the record (machine, history, outcome) of recently closed executions
+that were started with an explicit ``activity_id`` (see ``MEMORY_RETAINED_MAX``), so that
+``get_activity_handle`` and the id reuse policies see them. Nothing here is written anywhere: the
+hot path pays a dictionary insert at start and a delete at close.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import collections
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from ..common import ActivityIDConflictPolicy, ActivityIDReusePolicy
 from ..exceptions import ActivityAlreadyStartedError
@@ -54,10 +53,6 @@ class StoredRun:
     details_bytes: Optional[bytes] = None
     outcome: Optional[tuple] = None  # ("result", bytes) | ("error", ActivityError)
     history_seq: int = 0  # the next history index
-
-    @property
-    def open(self) -> bool:
-        return self.close_time is None
 
 
 @dataclass
@@ -141,10 +136,6 @@ class Journal:
         """The open run's record, or None."""
         return self._open.get(activity_id)
 
-    def open_records(self) -> List[Any]:
-        with self._lock:
-            return list(self._open.values())
-
     def latest_closed(self, activity_id: str) -> Optional[Any]:
         """The latest retained closed run of ``activity_id`` (a record in memory, a ``StoredRun``
         in a durable journal), or None. ``self._lock`` may be held by the caller."""
@@ -162,10 +153,6 @@ class Journal:
     def record_update(self, record: Any) -> None:
         """The machine changed (an event was handled); durable journals keep its snapshot."""
 
-    def record_history(self, record: Any, index: int, event: tuple) -> None:
-        """History entry ``index`` of the execution is ``event`` (appended, or a heartbeat
-        folded into the last entry)."""
-
     def record_closed(self, record: Any) -> None:
         """The execution closed: move it from the open index to the retained ones."""
         raise NotImplementedError
@@ -181,9 +168,6 @@ class Journal:
         """History entries of ``record`` written by an earlier system (raw events, POSIX
         timestamps); empty when the record's own list holds all of it."""
         return []
-
-    def sweep(self) -> None:
-        """Forget closed executions past their retention (D8)."""
 
 
 MEMORY_RETAINED_MAX = 10_000
@@ -211,9 +195,7 @@ class MemoryJournal(Journal):
         machine = record.machine
         activity_id = machine.config.activity_id
         if not record.explicit_id:  # a generated id is not retained in memory (MEMORY_RETAINED_MAX)
-            with self._lock:
-                if self._open.get(activity_id) is record:
-                    del self._open[activity_id]
+            self.release_claim(activity_id, record)
             return
         record.args_bytes = record.fn_bytes = None  # not needed once closed: keep it small
         with self._lock:
@@ -243,13 +225,3 @@ class MemoryJournal(Journal):
         if record is None or record.machine.close_time < self._now() - self.retention:
             return None  # past its retention: not addressable even before the sweep (D8)
         return record
-
-    def retained(self) -> List[Any]:
-        """Closed records within retention, oldest close first."""
-        with self._lock:
-            self._sweep_locked()
-            return [record for _, record in self._closed]
-
-    def sweep(self) -> None:
-        with self._lock:
-            self._sweep_locked()

@@ -13,7 +13,7 @@ one execution coalesce: only the latest is written. One connection writes, under
 
 The ``actorflow-journal`` thread does what must not sit on the hot path: WAL checkpoints
 (automatic checkpointing is off: it put 4-6 ms stalls into commits), the retention sweep in
-small batches, and any commit nobody drove.
+small batches, and the commits of what supervisors queue (snapshots, history), woken by them.
 
 Reads (handles, id policies) use a second connection: WAL readers see the last commit
 and never block the writer.
@@ -28,6 +28,7 @@ import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._execution import SNAPSHOT_FIELDS
+from ..clock import from_timestamp_function, monotonic, timestamp_function
 from ..exceptions import JournalError
 from . import _codec, _schema
 from ._lock import OwnerLock
@@ -68,7 +69,7 @@ class SqliteJournal(Journal):
         self._queue_lock = threading.Lock()  # the queued operations below
         self._committed = threading.Condition(self._queue_lock)
         self._new: List[tuple] = []
-        self._updates: Dict[int, tuple] = {}  # exec_id -> (record, snapshot, closed)
+        self._updates: Dict[int, tuple] = {}  # exec_id -> (record, snapshot, details, outcome)
         self._history: Dict[Tuple[int, int], tuple] = {}
         self._callbacks: List[Callable[[], None]] = []
         self._queued = 0  # operations queued so far (tickets)
@@ -81,17 +82,12 @@ class SqliteJournal(Journal):
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._wrote = False
-        from ..clock import monotonic
-
-        self._monotonic = monotonic
 
     # -- life cycle -------------------------------------------------------------------------
 
     def open(self, clock: Any, registered: Iterable[str]) -> Recovered:
         """Take the owner lock, validate (the file is untouched if it is refused), create or
         migrate the schema, and read the open executions (D8)."""
-        from ..clock import from_timestamp_function, timestamp_function
-
         self._to_ts = timestamp_function(clock)
         from_ts = from_timestamp_function(clock)
         self._now = lambda: self._to_ts(clock.now())
@@ -259,16 +255,6 @@ class SqliteJournal(Journal):
             self._queued += 1
         self._drive()
 
-    def kick(self) -> None:
-        """Commit what is queued, here, unless another thread is committing already."""
-        self._drive()
-
-    def sync(self) -> None:
-        """Return once everything queued so far is committed (reads see it then)."""
-        with self._queue_lock:
-            ticket = self._queued
-        self.wait_durable(ticket)
-
     def _drive(self) -> None:
         while self._pending():
             if not self._commit_lock.acquire(blocking=False):
@@ -362,13 +348,13 @@ class SqliteJournal(Journal):
         ``record_update``), a passive checkpoint at most every ``CHECKPOINT_EVERY`` s, the sweep."""
         checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         sweep_every = max(1.0, min(60.0, self.retention / 10))
-        last_checkpoint = last_sweep = self._monotonic()
+        last_checkpoint = last_sweep = monotonic()
         try:
             while not self._stop.is_set():
                 self._wake.wait(CHECKPOINT_EVERY)
                 self._wake.clear()
                 self._drive()
-                now = self._monotonic()
+                now = monotonic()
                 if self._wrote and now - last_checkpoint >= CHECKPOINT_EVERY:
                     self._wrote = False
                     last_checkpoint = now
@@ -418,25 +404,12 @@ class SqliteJournal(Journal):
             (activity_id, self._now() - self.retention))
         return self._stored(rows[0]) if rows else None
 
-    def closed_run(self, run_id: str) -> Optional[StoredRun]:
-        rows = self._read(
-            _ROW_SQL.replace("close_time FROM", "close_time, options, state, details, outcome FROM")
-            + " WHERE run_id = ? AND close_time >= ?", (run_id, self._now() - self.retention))
-        return self._stored(rows[0]) if rows else None
-
     def _stored(self, row: tuple) -> StoredRun:
         (exec_id, run_id, activity_id, activity_type, task_queue, status, start, _execution_time, close,
          options, state, details, outcome) = row
         return StoredRun(exec_id, run_id, activity_id, activity_type, task_queue, status, start, close,
                          _codec.loads(options), None, None if state is None else _codec.decode_state(state),
                          details, _codec.decode_outcome(outcome))
-
-    def stored_open(self, run_id: str) -> Optional[StoredRun]:
-        """An open run as last committed (an execution this system does not run)."""
-        rows = self._read(
-            _ROW_SQL.replace("close_time FROM", "close_time, options, state, details, outcome FROM")
-            + " WHERE run_id = ?", (run_id,))
-        return self._stored(rows[0]) if rows else None
 
     def history_prefix(self, record: Any) -> List[tuple]:
         """The entries an earlier system wrote for a recovered execution (D8)."""

@@ -146,7 +146,7 @@ def test_D8_concurrent_starts_share_commits(journal: str, side: str):
 # ---------------------------------------------------------------------------- SIGKILL and recovery
 
 
-def test_D8_after_a_SIGKILL_every_open_execution_resumes_and_no_committed_one_reruns(
+def test_D8_R54_R55_after_a_SIGKILL_every_open_execution_resumes_and_no_committed_one_reruns(
         journal: str, side: str, killed_owner: List[int], caplog):
     before = acts.runs(side)
     assert before.count("add:done:1") == 1 and "add:queued:1" not in before
@@ -157,7 +157,8 @@ def test_D8_after_a_SIGKILL_every_open_execution_resumes_and_no_committed_one_re
         # the last committed heartbeat (R54)
         running = system.get_activity_handle("running").result(60)
         assert running == {"attempt": 2, "resumed_from": 4, "details": [3]}
-        # backing off at the kill (next_retry_delay 4 s), with R55's tail committed
+        # backing off at the kill (next_retry_delay 4 s, R33), with R55's throttled tail committed:
+        # the retry sees it (R54)
         assert system.get_activity_handle("backoff").result(60) == {"attempt": 2, "details": ["tail"]}
         # queued behind the busy slot at the kill: re-queued and run
         assert system.get_activity_handle("queued").result(30) == 3
@@ -201,7 +202,7 @@ def test_D8_shutdown_keeps_open_executions_and_the_next_system_retries_them(jour
         assert failure.type == "SystemRestarted" and not failure.non_retryable
 
 
-def test_D8_an_execution_cancelled_before_shutdown_resolves_as_in_part_1(journal: str, side: str):
+def test_D8_R29_an_execution_cancelled_before_shutdown_is_not_retried_by_the_next_system(journal: str, side: str):
     with system_on(journal) as system:
         handle = system.start_activity(acts.block, args=[side, 60.0], activity_id="c",
                                        start_to_close_timeout=MINUTE)

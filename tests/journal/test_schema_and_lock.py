@@ -78,43 +78,40 @@ def test_D8_a_file_that_is_not_sqlite_is_rejected_untouched(tmp_path: Path):
     rejected(path, "not an actorflow journal", "new file name")
 
 
-def test_D8_a_foreign_sqlite_database_is_rejected_untouched(tmp_path: Path):
-    path = tmp_path / "app.db"
+def sqlite_file(path: Path, *statements: str) -> Path:
+    """A SQLite database at ``path`` made by running ``statements``."""
     db = sqlite3.connect(str(path))
-    db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-    db.execute("INSERT INTO users (name) VALUES ('ada')")
+    for statement in statements:
+        db.execute(statement)
     db.commit()
     db.close()
+    return path
+
+
+def test_D8_a_foreign_sqlite_database_is_rejected_untouched(tmp_path: Path):
+    path = sqlite_file(tmp_path / "app.db", "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
+                       "INSERT INTO users (name) VALUES ('ada')")
     rejected(path, "not an actorflow journal", "actorflow_meta")
 
 
 def test_D8_a_database_of_another_application_with_a_meta_table_is_rejected(tmp_path: Path):
-    path = tmp_path / "other.db"
-    db = sqlite3.connect(str(path))
-    db.execute("CREATE TABLE actorflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute("INSERT INTO actorflow_meta VALUES ('application', 'something-else')")
-    db.commit()
-    db.close()
+    path = sqlite_file(tmp_path / "other.db",
+                       "CREATE TABLE actorflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                       "INSERT INTO actorflow_meta VALUES ('application', 'something-else')")
     rejected(path, "something-else")
 
 
 def test_D8_a_journal_of_a_newer_schema_is_rejected_untouched(tmp_path: Path):
     path = tmp_path / "j.db"
     new_journal(path)
-    db = sqlite3.connect(str(path))
-    db.execute("UPDATE actorflow_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
-    db.commit()
-    db.close()
+    sqlite_file(path, f"UPDATE actorflow_meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
     rejected(path, f"schema version {SCHEMA_VERSION + 1}", "upgrade actorflow")
 
 
 def test_D8_a_journal_with_a_broken_version_is_rejected(tmp_path: Path):
     path = tmp_path / "j.db"
     new_journal(path)
-    db = sqlite3.connect(str(path))
-    db.execute("UPDATE actorflow_meta SET value = 'x' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    sqlite_file(path, "UPDATE actorflow_meta SET value = 'x' WHERE key = 'schema_version'")
     rejected(path, "schema_version", "corrupt")
 
 
